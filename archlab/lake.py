@@ -1,0 +1,108 @@
+"""Lake I/O behind one small interface: MinIO through s3fs in services, a local folder offline.
+
+Objects are written whole (an S3 PUT is atomic; locally a rename is), so a reader never sees a
+half-written Parquet file and a retry with the same key simply replaces the first attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from datetime import datetime
+from pathlib import Path
+
+import fsspec
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+from archlab.settings import Settings
+
+LAYERS = ("bronze", "silver", "quarantine", "gold")
+
+
+class Lake:
+    """The bucket (or folder) that holds every layer; keys are relative to it."""
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, root: str) -> None:
+        self.fs = fs
+        self.root = root.rstrip("/")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Lake:
+        fs = fsspec.filesystem("s3", skip_instance_cache=True, **settings.storage_options)
+        return cls(fs, settings.bucket)
+
+    @classmethod
+    def local(cls, folder: Path) -> Lake:
+        """An offline lake in a local folder, for unit tests where S3 adds nothing."""
+        folder.mkdir(parents=True, exist_ok=True)
+        return cls(LocalFileSystem(auto_mkdir=True), str(folder))
+
+    @property
+    def is_s3(self) -> bool:
+        return not isinstance(self.fs, LocalFileSystem)
+
+    def path(self, key: str) -> str:
+        return f"{self.root}/{key}"
+
+    def url(self, key: str = "") -> str:
+        """A URL DuckDB and pyarrow understand (``s3://bucket/key`` or a local path)."""
+        return f"s3://{self.path(key)}" if self.is_s3 else self.path(key)
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        if self.is_s3:
+            self.fs.pipe_file(self.path(key), data)
+            return
+        final = self.path(key)
+        temporary = f"{final}.tmp"
+        self.fs.pipe_file(temporary, data)
+        self.fs.mv(temporary, final)
+
+    def read_bytes(self, key: str) -> bytes | None:
+        try:
+            return self.fs.cat_file(self.path(key))
+        except FileNotFoundError:
+            return None
+
+    def write_json(self, key: str, document: object) -> None:
+        self.write_bytes(key, orjson.dumps(document))
+
+    def read_json(self, key: str) -> object | None:
+        data = self.read_bytes(key)
+        return None if data is None else orjson.loads(data)
+
+    def write_parquet(self, key: str, table: pa.Table) -> int:
+        """Write a table as one zstd Parquet object; returns its size in bytes."""
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer, compression="zstd")
+        data = buffer.getvalue()
+        self.write_bytes(key, data)
+        return len(data)
+
+    def delete(self, keys: list[str]) -> None:
+        """Delete objects, ignoring those that are already gone."""
+        for key in keys:
+            try:
+                self.fs.rm_file(self.path(key))
+            except FileNotFoundError:
+                pass
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys of every object under a prefix (recursive), without the root."""
+        try:
+            paths = self.fs.find(self.path(prefix))
+        except FileNotFoundError:
+            return []
+        offset = len(self.root) + 1
+        return sorted(path[offset:] for path in paths)
+
+    async def awrite_parquet(self, key: str, table: pa.Table) -> int:
+        return await asyncio.to_thread(self.write_parquet, key, table)
+
+
+def partition_folder(layer: str, dataset: str, moment: datetime, subdir: str | None = None) -> str:
+    """Hive-style folder of a layer: ``<layer>/<dataset>[/<subdir>]/dt=YYYY-MM-DD/hour=HH``."""
+    base = f"{layer}/{dataset}" if subdir is None else f"{layer}/{dataset}/{subdir}"
+    return f"{base}/dt={moment:%Y-%m-%d}/hour={moment:%H}"
