@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Provision the native infrastructure into the git-ignored cache folder (.stack/ by default):
+#   .stack/kafka/libs/  Apache Kafka broker + console tools + log4j2 backend (jars from Maven Central)
+#   .stack/bin/minio    MinIO server built from source with `go install`
+# Versions come from infra/versions.env. Idempotent: each part is skipped when its stamp file
+# records the same versions, so a warm run takes about a second.
+#
+# Usage: scripts/provision.sh [--force]     (LAB_STACK_HOME overrides the cache folder)
+set -euo pipefail
+
+PROJECT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=SCRIPTDIR/../infra/versions.env
+source "$PROJECT_ROOT/infra/versions.env"
+STACK_HOME="${LAB_STACK_HOME:-$PROJECT_ROOT/.stack}"
+KAFKA_HOME="$STACK_HOME/kafka"
+BIN_DIR="$STACK_HOME/bin"
+FORCE=0
+[[ "${1:-}" == "--force" ]] && FORCE=1
+
+log() { printf '[provision] %s\n' "$*"; }
+die() { printf '[provision] ERROR: %s\n' "$*" >&2; exit 1; }
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
+# version_ge A B: true when dotted version A >= B.
+version_ge() { [[ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" == "$2" ]]; }
+
+T0=$(now)
+
+# --- prerequisites ------------------------------------------------------------------------------
+command -v java >/dev/null || die "java not found: install a JDK >= $MIN_JAVA_VERSION (Debian: apt-get install openjdk-17-jdk-headless)"
+java_version=$(java -version 2>&1 | awk -F'"' '/version/ { print $2; exit }')
+java_major=${java_version%%.*}
+[[ "$java_major" == "1" ]] && java_major=$(echo "$java_version" | cut -d. -f2)
+[[ "$java_major" =~ ^[0-9]+$ ]] || die "cannot parse the Java version from 'java -version' (got '$java_version')"
+(( java_major >= MIN_JAVA_VERSION )) || die "Java $java_version is too old: Kafka $KAFKA_VERSION needs Java >= $MIN_JAVA_VERSION"
+command -v mvn >/dev/null || die "mvn not found: install Maven >= 3.6 (Debian: apt-get install maven)"
+command -v go >/dev/null || die "go not found: install Go >= $MIN_GO_VERSION (https://go.dev/dl/) to build MinIO"
+go_version=$(go env GOVERSION); go_version=${go_version#go}
+version_ge "$go_version" "$MIN_GO_VERSION" || die "Go $go_version is too old: MinIO needs Go >= $MIN_GO_VERSION"
+log "java $java_version, go $go_version, $(command -v mvn); cache: $STACK_HOME"
+mkdir -p "$KAFKA_HOME" "$BIN_DIR"
+
+# --- Kafka jars ---------------------------------------------------------------------------------
+POM="$PROJECT_ROOT/infra/kafka/pom.xml"
+pom_sum=$(sha256sum "$POM" | cut -c1-16)
+kafka_stamp="kafka=$KAFKA_VERSION scala=$KAFKA_SCALA_VERSION log4j=$LOG4J_VERSION pom=$pom_sum"
+kafka_jar="$KAFKA_HOME/libs/kafka_${KAFKA_SCALA_VERSION}-${KAFKA_VERSION}.jar"
+if [[ $FORCE == 0 && -f "$kafka_jar" && "$(cat "$KAFKA_HOME/.stamp" 2>/dev/null)" == "$kafka_stamp" ]]; then
+  log "kafka: up to date ($kafka_stamp)"
+else
+  t=$(now)
+  log "kafka: copying jars for Kafka $KAFKA_VERSION (Scala $KAFKA_SCALA_VERSION) + log4j $LOG4J_VERSION from Maven Central"
+  rm -rf "$KAFKA_HOME/libs.tmp"
+  # Into a temp folder first, so an interrupted download never leaves a half-filled libs/.
+  # Output goes to a log (Maven 3.8 -q still prints stray colour codes); shown on failure.
+  if ! mvn -q -B -f "$POM" dependency:copy-dependencies \
+      -Dkafka.version="$KAFKA_VERSION" -Dscala.binary.version="$KAFKA_SCALA_VERSION" \
+      -Dlog4j.version="$LOG4J_VERSION" -DoutputDirectory="$KAFKA_HOME/libs.tmp" \
+      > "$KAFKA_HOME/mvn.log" 2>&1; then
+    tail -n 40 "$KAFKA_HOME/mvn.log" >&2
+    die "mvn could not copy the Kafka jars (is Maven Central reachable? full log: $KAFKA_HOME/mvn.log)"
+  fi
+  rm -rf "$KAFKA_HOME/libs" && mv "$KAFKA_HOME/libs.tmp" "$KAFKA_HOME/libs"
+  echo "$kafka_stamp" > "$KAFKA_HOME/.stamp"
+  log "kafka: $(find "$KAFKA_HOME/libs" -name '*.jar' | wc -l) jars in $KAFKA_HOME/libs ($(elapsed "$t"))"
+fi
+
+# --- MinIO binary -------------------------------------------------------------------------------
+minio_stamp="minio=$MINIO_MODULE_VERSION go=$go_version"
+minio_bin="$BIN_DIR/minio"
+if [[ $FORCE == 0 && -x "$minio_bin" && "$(cat "$BIN_DIR/.minio.stamp" 2>/dev/null)" == "$minio_stamp" ]]; then
+  log "minio: up to date ($minio_stamp)"
+else
+  t=$(now)
+  # Two compiles of MinIO at once on a small machine take twice as long: wait for one already
+  # running (the Go build cache is shared, so ours then finishes in seconds).
+  waited=0
+  while pgrep -f "go install github.com/minio/minio" >/dev/null; do
+    (( waited % 30 == 0 )) && log "minio: another 'go install' of MinIO is running; waiting for it (${waited}s)"
+    (( waited >= 1200 )) && die "minio: the other 'go install' is still running after ${waited}s"
+    sleep 5; waited=$((waited + 5))
+  done
+  log "minio: go install github.com/minio/minio@$MINIO_MODULE_VERSION (cold: several minutes)"
+  GOBIN="$BIN_DIR" GOFLAGS=-buildvcs=false GOTOOLCHAIN=local \
+    go install "github.com/minio/minio@$MINIO_MODULE_VERSION" \
+    || die "go install of MinIO failed (see the output above)"
+  echo "$minio_stamp" > "$BIN_DIR/.minio.stamp"
+  log "minio: built $minio_bin ($(elapsed "$t"))"
+fi
+
+# --- verification -------------------------------------------------------------------------------
+"$minio_bin" --version >/dev/null 2>&1 || die "$minio_bin does not run; re-run with --force"
+log "minio: $("$minio_bin" --version 2>&1 | head -n1)"
+[[ -f "$kafka_jar" ]] || die "$kafka_jar is missing; re-run with --force"
+unzip -l "$kafka_jar" kafka/Kafka.class >/dev/null 2>&1 || die "$kafka_jar holds no kafka.Kafka class"
+# Exactly one SLF4J 1.x binding, or the broker logs to a random backend (or to nothing).
+bindings=$(for j in "$KAFKA_HOME"/libs/*.jar; do
+  unzip -l "$j" org/slf4j/impl/StaticLoggerBinder.class >/dev/null 2>&1 && basename "$j"; done || true)
+[[ $(grep -c . <<< "$bindings") == 1 ]] || die "expected one SLF4J binding in $KAFKA_HOME/libs, found: ${bindings:-none}"
+log "kafka: kafka.Kafka present, SLF4J binding: $bindings"
+log "done in $(elapsed "$T0")"
