@@ -10,7 +10,8 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
 
 from archlab.settings import Settings
@@ -116,3 +117,16 @@ class KeyedBatchSender:
         results = await asyncio.gather(*(future for future, _ in pending), return_exceptions=True)
         delivered = sum(count for (_, count), result in zip(pending, results) if not isinstance(result, BaseException))
         return delivered, [result for result in results if isinstance(result, BaseException)]
+
+
+async def topic_partitions(settings: Settings, topic: str) -> list[TopicPartition]:
+    """Every partition of a topic, asked of the broker (a fresh consumer has no metadata yet)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        [description] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if description.get("error_code") or not description.get("partitions"):
+        raise LookupError(f"topic {topic!r} does not exist")
+    return sorted(TopicPartition(topic, p["partition"]) for p in description["partitions"])

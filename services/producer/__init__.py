@@ -1,0 +1,1 @@
+"""producer: a continuous synthetic event stream for every configured dataset."""
