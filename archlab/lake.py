@@ -31,7 +31,7 @@ class Lake:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Lake:
-        fs = fsspec.filesystem("s3", skip_instance_cache=True, **settings.storage_options)
+        fs = fsspec.filesystem("s3", use_listings_cache=False, **settings.storage_options)
         return cls(fs, settings.bucket)
 
     @classmethod

@@ -1,0 +1,1 @@
+"""Benchmarks: throughput and resource figures measured against the real stack, never in tests."""

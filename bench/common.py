@@ -1,0 +1,96 @@
+"""What every benchmark shares: a throw-away native stack, a fresh dataset, result files."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from archlab.bootstrap import ensure_bucket, ensure_topics
+from archlab.kafka import make_consumer, topic_partitions
+from archlab.settings import PROJECT_ROOT, Settings
+from archlab.stack import NativeStack, StackConfig, free_ports
+
+RESULTS = PROJECT_ROOT / "bench" / "results"
+
+
+@contextmanager
+def throwaway_stack() -> Iterator[Settings]:
+    """Kafka and MinIO on free ports with data in a temporary folder, stopped afterwards."""
+    with tempfile.TemporaryDirectory(prefix="lab-bench-") as root:
+        kafka, controller, minio, console = free_ports(4)
+        config = StackConfig(root=Path(root), kafka_port=kafka, kafka_controller_port=controller,
+                             minio_port=minio, minio_console_port=console,
+                             access_key="bench-admin", secret_key=uuid.uuid4().hex)
+        stack = NativeStack(config)
+        stack.start()
+        try:
+            settings = Settings(kafka_bootstrap=config.bootstrap, s3_endpoint=config.s3_endpoint,
+                                s3_access_key=config.access_key, s3_secret_key=config.secret_key,
+                                bucket="bench")  # type: ignore[call-arg]
+            ensure_bucket(settings)
+            yield settings
+        finally:
+            stack.stop()
+
+
+async def fresh_dataset(settings: Settings) -> str:
+    name = f"bench{uuid.uuid4().hex[:8]}"
+    await ensure_topics(settings, [name])
+    return name
+
+
+async def consume_only_rate(settings: Settings, topic: str) -> tuple[int, float]:
+    """(records, seconds) to read a whole topic with aiokafka getmany and do nothing else: the limit."""
+    consumer = make_consumer(settings, group_id=None)
+    await consumer.start()
+    try:
+        tps = await topic_partitions(settings, topic)
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        total = sum(ends.values())
+        await consumer.seek_to_beginning(*tps)
+        started = time.perf_counter()
+        seen = 0
+        while seen < total:
+            for records in (await consumer.getmany(timeout_ms=500, max_records=10_000)).values():
+                seen += len(records)
+        return seen, time.perf_counter() - started
+    finally:
+        await consumer.stop()
+
+
+async def wait_committed(settings: Settings, group: str, topic: str, poll_s: float = 0.1) -> None:
+    """Wait until a group has committed the end offset of every partition of a topic."""
+    consumer = make_consumer(settings, group_id=group)
+    await consumer.start()
+    try:
+        tps = await topic_partitions(settings, topic)
+        ends = await consumer.end_offsets(tps)
+        while True:
+            committed = [await consumer.committed(tp) or 0 for tp in tps]
+            if all(c >= ends[tp] for c, tp in zip(committed, tps)):
+                return
+            await asyncio.sleep(poll_s)
+    finally:
+        await consumer.stop()
+
+
+def write_result(name: str, result: dict[str, object], markdown: str) -> Path:
+    """Write ``bench/results/<name>.json`` and ``.md`` with the machine described."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    result = {"benchmark": name, "at": datetime.now(UTC).isoformat(timespec="seconds"),
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, **result}
+    (RESULTS / f"{name}.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    path = RESULTS / f"{name}.md"
+    path.write_text(markdown)
+    return path

@@ -1,0 +1,1 @@
+"""bronze_sink: lands every raw record of every dataset on the lake, as received."""

@@ -1,0 +1,147 @@
+"""Factories for integration tests: a fresh dataset (its own topics and lake folders) per test,
+service processes that can be killed, and readers of what landed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from archlab.bootstrap import ensure_topics
+from archlab.kafka import make_consumer, topic_partitions
+from archlab.lake import Lake
+from archlab.query import connect, layer_glob
+from archlab.settings import PROJECT_ROOT, Settings
+
+ARTIFACTS = PROJECT_ROOT / "test-artifacts"
+
+
+@pytest.fixture
+def lake(settings: Settings) -> Lake:
+    return Lake.from_settings(settings)
+
+
+@pytest.fixture
+async def fresh_dataset(settings: Settings) -> str:
+    """A dataset name no other test uses, with its four topics created."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    await ensure_topics(settings, [name])
+    return name
+
+
+class ServiceProcess:
+    """A service started as ``python -m services.<name>`` whose log is kept for failures."""
+
+    def __init__(self, name: str, env: dict[str, str], log_path: Path) -> None:
+        self.name = name
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}"], env=env, cwd=PROJECT_ROOT,
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def kill9(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def terminate(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+        return self.proc.returncode
+
+    def close(self) -> None:
+        self.kill9()
+        self._log.close()
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture
+def start_service(request: pytest.FixtureRequest) -> Iterator[Callable[..., ServiceProcess]]:
+    """Start services with extra LAB_* variables; every one is killed at teardown."""
+    started: list[ServiceProcess] = []
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    def start(name: str, **env: str) -> ServiceProcess:
+        full_env = {**os.environ, **env}
+        log_path = ARTIFACTS / f"{request.node.name}-{name}-{len(started)}.log"
+        service = ServiceProcess(name, full_env, log_path)
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.close()
+
+
+async def read_topic(settings: Settings, topic: str) -> dict[tuple[int, int], bytes]:
+    """Every record of a topic as {(partition, offset): value}."""
+    consumer = make_consumer(settings, group_id=None)
+    await consumer.start()
+    try:
+        tps = await topic_partitions(settings, topic)
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        records: dict[tuple[int, int], bytes] = {}
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < ends[tp] for tp in tps])
+
+        while await behind():
+            for batch in (await consumer.getmany(timeout_ms=500, max_records=10_000)).values():
+                for record in batch:
+                    records[(record.partition, record.offset)] = record.value
+        return records
+    finally:
+        await consumer.stop()
+
+
+def bronze_rows(lake: Lake, dataset: str) -> list[tuple[int, int, bytes]]:
+    """(partition, offset, value) of every bronze row of a dataset, duplicates included."""
+    if not [k for k in lake.list(f"bronze/{dataset}") if k.endswith(".parquet")]:
+        return []
+    return connect(lake).execute(
+        'SELECT "partition", "offset", "value" FROM read_parquet(?, hive_partitioning=false)',
+        [layer_glob(lake, "bronze", dataset)],
+    ).fetchall()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def assert_exactly_once(rows: list[tuple[int, int, bytes]], sent: dict[tuple[int, int], bytes]) -> None:
+    """Each sent (partition, offset) landed exactly once with byte-identical value, nothing else."""
+    seen: dict[tuple[int, int], bytes] = {}
+    duplicates = []
+    for partition, offset, value in rows:
+        if (partition, offset) in seen:
+            duplicates.append((partition, offset))
+        seen[(partition, offset)] = value
+    missing = sorted(set(sent) - set(seen))
+    unexpected = sorted(set(seen) - set(sent))
+    changed = [key for key in sent.keys() & seen.keys() if sent[key] != seen[key]]
+    assert not duplicates, f"{len(duplicates)} records landed twice, e.g. {duplicates[:5]}"
+    assert not missing, f"{len(missing)} records missing, e.g. {missing[:5]}"
+    assert not unexpected, f"{len(unexpected)} unexpected records, e.g. {unexpected[:5]}"
+    assert not changed, f"{len(changed)} values differ from what was sent, e.g. {changed[:5]}"
+    assert len(rows) == len(sent)
