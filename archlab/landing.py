@@ -16,8 +16,8 @@ the Kafka Connect S3 sink's, made to hold also when one flush spans several hour
 
 Flushes happen when a partition's buffer reaches ``flush_records`` or ``flush_bytes``, or its
 first record is older than ``flush_interval_s`` (so an idle stream still lands). While the lake is
-unreachable the flush is retried with backoff and nothing more is fetched, so memory stays
-bounded; the records are committed once the lake is back.
+unreachable the flush is retried with backoff and, once the partition's next buffer is full,
+the partition is paused: memory stays bounded and the records are committed once the lake is back.
 """
 
 from __future__ import annotations
@@ -54,14 +54,16 @@ REWRITTEN_FLUSHES = Counter(
 
 
 class BatchEncoder(Protocol):
-    """Turns one partition's records into the rows landed for them, with an explicit schema."""
+    """Turns one partition's records into the rows landed for them (with an explicit schema)."""
 
     layer: str
-    schema: pa.Schema
-    time_column: str  # a non-null timestamp column that picks the dt=/hour= folder
     subdir_column: str | None  # optional string column adding a folder level (e.g. gold aggregate)
 
     def dataset_of(self, topic: str) -> str: ...
+
+    def time_column(self, dataset: str) -> str:
+        """A non-null timestamp column of the dataset's rows that picks the dt=/hour= folder."""
+        ...
 
     def encode(self, records: Sequence[ConsumerRecord]) -> pa.Table: ...
 
@@ -83,7 +85,10 @@ class _Buffer:
         if not self.records:
             self.started = time.monotonic()
         self.records.extend(batch)
-        self.size += sum(len(r.value or b"") + len(r.key or b"") for r in batch)
+        self.size += sum([len(r.value) for r in batch if r.value is not None])
+
+    def full(self, policy: RollPolicy) -> bool:
+        return len(self.records) >= policy.records or self.size >= policy.bytes
 
     def due(self, policy: RollPolicy, now: float) -> bool:
         return bool(self.records) and (
@@ -105,7 +110,12 @@ class _Rebalance(ConsumerRebalanceListener):
 
 
 class LakeSink:
-    """Consumes topics and lands their records on the lake, committing only what is durable."""
+    """Consumes topics and lands their records on the lake, committing only what is durable.
+
+    Flushes run in the background while consumption goes on, at most one per partition at a
+    time (so one intent per partition is enough). A partition whose next buffer is full while
+    its flush is still running (a slow or unreachable lake) is paused until that flush is done.
+    """
 
     def __init__(
         self,
@@ -124,7 +134,10 @@ class LakeSink:
         self._policy = policy
         self._fetch_max_records = fetch_max_records
         self._buffers: dict[TopicPartition, _Buffer] = {}
-        self._lock = asyncio.Lock()  # one flush-and-commit at a time, never during a rebalance
+        self._inflight: dict[TopicPartition, asyncio.Task[None]] = {}
+        self._paused: set[TopicPartition] = set()
+        self._ready: set[TopicPartition] = set()  # assigned, recovered and positioned at the committed offset
+        self._commit_lock = asyncio.Lock()
         self._buffered = BUFFERED_RECORDS.labels(encoder.layer)
         self.listener = _Rebalance(self)
 
@@ -132,64 +145,88 @@ class LakeSink:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume, buffer and land until ``stop`` is set; then land what is buffered."""
         while not stop.is_set():
-            fetched = await self._consumer.getmany(timeout_ms=200, max_records=self._fetch_max_records)
+            fetched = await self._consumer.getmany(timeout_ms=100, max_records=self._fetch_max_records)
             assigned = self._consumer.assignment()
             for tp, records in fetched.items():
-                if tp in assigned and records:
+                if records and tp in assigned and tp in self._ready:
                     self._buffers.setdefault(tp, _Buffer()).add(records)
+            self._reap()
             now = time.monotonic()
-            due = [tp for tp, buffer in self._buffers.items() if buffer.due(self._policy, now)]
-            if due:
-                await self.flush(due)
+            for tp, buffer in list(self._buffers.items()):
+                if not buffer.due(self._policy, now):
+                    continue
+                if tp not in self._inflight:
+                    self._start_flush(tp)
+                elif tp not in self._paused and buffer.full(self._policy):
+                    self._consumer.pause(tp)
+                    self._paused.add(tp)
             self._buffered.set(sum(len(b.records) for b in self._buffers.values()))
-        await self.flush(list(self._buffers))
+        await self._drain(list(self._inflight))
+        for tp in list(self._buffers):
+            self._start_flush(tp)
+        await self._drain(list(self._inflight))
 
-    async def flush(self, partitions: list[TopicPartition]) -> None:
-        """Land the buffers of these partitions, then commit their offsets."""
-        async with self._lock:
-            batches = {tp: self._buffers.pop(tp).records for tp in partitions if tp in self._buffers}
-            batches = {tp: records for tp, records in batches.items() if records}
-            if not batches:
-                return
-            started = time.perf_counter()
-            await asyncio.gather(*(self._land(tp, records) for tp, records in batches.items()))
-            offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
+    def _start_flush(self, tp: TopicPartition) -> None:
+        records = self._buffers.pop(tp).records
+        self._inflight[tp] = asyncio.create_task(self._flush(tp, records), name=f"flush {tp.topic}/{tp.partition}")
+
+    def _reap(self) -> None:
+        """Forget finished flushes (re-raising a failure) and resume partitions paused for them."""
+        for tp, task in list(self._inflight.items()):
+            if task.done():
+                del self._inflight[tp]
+                task.result()
+        for tp in [tp for tp in self._paused if tp not in self._inflight]:
+            self._paused.discard(tp)
+            if tp in self._consumer.assignment():
+                self._consumer.resume(tp)
+
+    async def _drain(self, partitions: list[TopicPartition]) -> None:
+        tasks = [self._inflight[tp] for tp in partitions if tp in self._inflight]
+        if tasks:
+            await asyncio.gather(*tasks)
+        self._reap()
+
+    async def _flush(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        """Land one partition's buffer, then commit its offsets."""
+        started = time.perf_counter()
+        await self._land(tp, records)
+        async with self._commit_lock:
             try:
-                await self._consumer.commit(offsets)
+                await self._consumer.commit({tp: records[-1].offset + 1})
             except (CommitFailedError, IllegalStateError) as exc:
-                # The group moved on while we wrote: whoever owns these partitions now finds our
-                # intents uncommitted and undoes them. Re-read everything we still own.
-                log.warning("commit refused, re-reading from committed offsets", error=str(exc))
-                self._buffers.clear()
-                await self._recover_unlocked(list(self._consumer.assignment()), seek=True)
+                # The group moved on while we wrote: the partition's next owner (maybe us again)
+                # finds this intent uncommitted, undoes it and re-reads from the committed offset.
+                log.warning("commit refused, the flush will be redone", topic=tp.topic, partition=tp.partition,
+                            error=str(exc))
                 return
-            FLUSH_SECONDS.labels(self._encoder.layer).observe(time.perf_counter() - started)
+        FLUSH_SECONDS.labels(self._encoder.layer).observe(time.perf_counter() - started)
 
     # --- rebalance hooks ---------------------------------------------------------------------
     async def release(self, revoked: list[TopicPartition]) -> None:
-        """On revocation: wait for an in-flight flush, then drop the unlanded rest (not committed)."""
-        async with self._lock:
-            for tp in revoked:
-                self._buffers.pop(tp, None)
+        """On revocation: let in-flight flushes finish and commit, drop the unlanded rest."""
+        self._ready.difference_update(revoked)
+        for tp in revoked:
+            self._buffers.pop(tp, None)
+        await self._drain(revoked)
 
     async def recover(self, assigned: list[TopicPartition]) -> None:
+        """On assignment: undo a flush of these partitions that was written but never committed,
+        then read them from the committed offset (records fetched meanwhile are not buffered)."""
         log.info("partitions assigned", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
-        async with self._lock:
-            await self._recover_unlocked(assigned, seek=False)
-
-    async def _recover_unlocked(self, partitions: list[TopicPartition], *, seek: bool) -> None:
-        for tp in partitions:
+        for tp in assigned:
             committed = await self._consumer.committed(tp)
             intent = await asyncio.to_thread(self._lake.read_json, self._intent_key(tp))
             if isinstance(intent, dict) and (committed is None or intent["start"] >= committed):
                 log.info("undoing uncommitted flush", topic=tp.topic, partition=tp.partition, start=intent["start"])
                 await asyncio.to_thread(self._lake.delete, list(intent["objects"]))
                 REWRITTEN_FLUSHES.labels(self._encoder.layer).inc()
-            if seek:
-                if committed is None:
-                    await self._consumer.seek_to_beginning(tp)
-                else:
-                    self._consumer.seek(tp, committed)
+            if committed is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, committed)
+            self._buffers.pop(tp, None)
+            self._ready.add(tp)
 
     # --- writing -----------------------------------------------------------------------------
     def _intent_key(self, tp: TopicPartition) -> str:
@@ -226,7 +263,7 @@ class LakeSink:
 
 def _split_by_folder(table: pa.Table, encoder: BatchEncoder, dataset: str, name: str):  # type: ignore[no-untyped-def]
     """Yield ``(key, rows)`` per Hive folder (subdir, dt, hour) of a batch, in a stable order."""
-    hours = pc.floor_temporal(table[encoder.time_column], unit="hour")
+    hours = pc.floor_temporal(table[encoder.time_column(dataset)], unit="hour")
     groups = [hours] if encoder.subdir_column is None else [table[encoder.subdir_column], hours]
     keyed = pa.table({f"k{i}": column for i, column in enumerate(groups)}).append_column(
         "row", pa.array(range(table.num_rows), pa.int64())

@@ -26,7 +26,7 @@ async def _run(events: int) -> dict[str, object]:
         group = f"bronze-{dataset}"
         consumer = make_consumer(settings, group_id=group)
         sink = LakeSink(consumer, Lake.from_settings(settings), BronzeEncoder(), group_id=group,
-                        policy=RollPolicy(settings.flush_records, settings.flush_bytes, settings.flush_interval_s))
+                        policy=RollPolicy(settings.flush_records, settings.flush_bytes, 1.0))
         consumer.subscribe([topic], listener=sink.listener)
         await consumer.start()
         stop = asyncio.Event()
