@@ -48,25 +48,32 @@ class DedupState:
         self.horizon_ms = horizon_ms
         self._partitions: dict[TopicPartition, _PartitionState] = {}
 
-    def first_seen(self, tp: TopicPartition, keys: Sequence[bytes], event_ms: Sequence[int]) -> list[bool]:
-        """For each row, True when its key is new; records the new ones.
+    def first_seen(
+        self, topic: str, partitions: Sequence[int], keys: Sequence[bytes], event_ms: Sequence[int]
+    ) -> list[bool]:
+        """For each row (of any partition of ``topic``), True when its key is new in its partition.
 
-        A key repeated inside the same batch is a duplicate too. A key older than the horizon
-        behind the partition's newest event has been forgotten and passes as new.
+        New keys are recorded; a key repeated inside the same batch is a duplicate too. A key older
+        than the horizon behind the partition's newest event has been forgotten and passes as new.
         """
-        state = self._partitions.setdefault(tp, _PartitionState())
-        seen = state.seen
+        states: dict[int, _PartitionState] = {}
         result = []
-        for key, ms in zip(keys, event_ms, strict=True):
-            new = key not in seen
+        for partition, key, ms in zip(partitions, keys, event_ms, strict=True):
+            state = states.get(partition)
+            if state is None:
+                state = states[partition] = self._partitions.setdefault(
+                    TopicPartition(topic, partition), _PartitionState()
+                )
+            new = key not in state.seen
             if new:
-                seen[key] = ms
+                state.seen[key] = ms
                 state.added += 1
                 if ms > state.watermark_ms:
                     state.watermark_ms = ms
             result.append(new)
-        if state.added >= EVICT_EVERY:
-            state.sweep(self.horizon_ms)
+        for state in states.values():
+            if state.added >= EVICT_EVERY:
+                state.sweep(self.horizon_ms)
         return result
 
     def restore(self, tp: TopicPartition, entries: dict[bytes, int]) -> None:

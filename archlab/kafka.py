@@ -45,7 +45,7 @@ def make_consumer(settings: Settings, *topics: str, group_id: str | None, **over
         "max_partition_fetch_bytes": 8 * 1024 * 1024,
         "fetch_max_bytes": 64 * 1024 * 1024,
         "max_poll_interval_ms": 600_000,
-        "session_timeout_ms": 30_000,
+        "session_timeout_ms": 10_000,  # a killed member is replaced within seconds
         "heartbeat_interval_ms": 3_000,
     }
     options.update(overrides)
@@ -80,12 +80,21 @@ class KeyedBatchSender:
             raise RuntimeError(f"topic {topic!r} does not exist: create it first (lab infra init)")
         return cls(producer, topic, len(partitions))
 
-    async def send(self, key: bytes | None, value: bytes, headers: Headers = (), timestamp_ms: int | None = None) -> None:
-        if key is None:
-            partition = self._next_unkeyed
-            self._next_unkeyed = (self._next_unkeyed + 1) % self._partitions
-        else:
-            partition = partition_for(key, self._partitions)
+    async def send(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers = (),
+        timestamp_ms: int | None = None,
+        partition: int | None = None,
+    ) -> None:
+        """Queue one record: to ``partition`` if given, else where the key hashes (round robin if none)."""
+        if partition is None:
+            if key is None:
+                partition = self._next_unkeyed
+                self._next_unkeyed = (self._next_unkeyed + 1) % self._partitions
+            else:
+                partition = partition_for(key, self._partitions)
         batch = self._open.get(partition)
         if batch is None:
             batch = self._open[partition] = self._producer.create_batch()

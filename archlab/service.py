@@ -13,6 +13,7 @@ from typing import TypeVar
 import structlog
 from pydantic import ValidationError
 
+from archlab.contract import ContractError
 from archlab.observability import configure_logging, start_metrics_server
 from archlab.settings import Settings, describe_env_vars
 
@@ -47,7 +48,10 @@ def run_service(
     settings = load_settings(model)
     configure_logging(settings)
     start_metrics_server(settings)
-    asyncio.run(_supervise(name, main, settings))
+    try:
+        asyncio.run(_supervise(name, main, settings))
+    except ContractError as exc:  # a broken contract is the user's to fix: say what, not a traceback
+        sys.exit(f"contract error: {exc}")
 
 
 async def _supervise(name: str, main: Callable[[S, asyncio.Event], Awaitable[None]], settings: S) -> None:

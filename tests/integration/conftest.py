@@ -3,7 +3,9 @@ service processes that can be killed, and readers of what landed."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -66,6 +68,15 @@ class ServiceProcess:
     def close(self) -> None:
         self.kill9()
         self._log.close()
+
+    def wait_for_log(self, pattern: str, timeout: float = 60) -> None:
+        """Block until the service logged a line matching ``pattern``, or fail."""
+        wait_until(lambda: re.search(pattern, self.log_path.read_text(errors="replace")) is not None, timeout,
+                   f"{self.name} to log {pattern!r}\n{self.log_tail()}", interval=0.1)
+
+    async def working(self, timeout: float = 60) -> None:
+        """Wait until the service owns raw partitions, so that a kill hits it mid-work."""
+        await asyncio.to_thread(self.wait_for_log, r"partitions assigned.*\.raw/\d", timeout)
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

@@ -96,11 +96,12 @@ async def test_kill9_of_bronze_sink_five_times_keeps_exactly_once(
            "LAB_FLUSH_RECORDS": "3000", "LAB_FLUSH_INTERVAL_S": "0.5"}
     sink = start_service("bronze_sink", **env)
     producing = asyncio.create_task(
-        produce_synthetic(settings, "orders", count=100_000, rate=8_000, seed=11, topic=f"{fresh_dataset}.raw")
+        produce_synthetic(settings, "orders", count=100_000, rate=3_000, seed=11, topic=f"{fresh_dataset}.raw")
     )
     rng = random.Random(5)
     for _ in range(5):
-        await asyncio.sleep(rng.uniform(1.0, 2.5))
+        await sink.working()
+        await asyncio.sleep(rng.uniform(0.3, 2.0))
         sink.kill9()
         sink = start_service("bronze_sink", **env)
     summary = await producing

@@ -13,21 +13,21 @@ HOUR = 3_600_000
 
 def test_repeats_within_and_across_batches_are_duplicates() -> None:
     state = DedupState(horizon_ms=24 * HOUR)
-    assert state.first_seen(TP, [b"a", b"b", b"a"], [1, 2, 3]) == [True, True, False]
-    assert state.first_seen(TP, [b"b", b"c"], [4, 5]) == [False, True]
-    assert state.first_seen(TopicPartition("shop.raw", 1), [b"a"], [6]) == [True]  # per partition
+    assert state.first_seen("shop.raw", [0, 0, 0], [b"a", b"b", b"a"], [1, 2, 3]) == [True, True, False]
+    assert state.first_seen("shop.raw", [0, 0, 1], [b"b", b"c", b"a"], [4, 5, 6]) == [False, True, True]
 
 
 def test_restore_makes_a_restarted_refiner_remember() -> None:
     state = DedupState(horizon_ms=HOUR)
     state.restore(TP, {b"a": 10 * HOUR, b"old": 8 * HOUR})
-    assert state.first_seen(TP, [b"a"], [10 * HOUR + 1]) == [False]
-    assert state.first_seen(TP, [b"old"], [10 * HOUR + 2]) == [True]  # beyond the horizon: forgotten
+    assert state.first_seen("shop.raw", [0], [b"a"], [10 * HOUR + 1]) == [False]
+    assert state.first_seen("shop.raw", [0], [b"old"], [10 * HOUR + 2]) == [True]  # beyond the horizon: forgotten
 
 
 def test_memory_stays_bounded_by_the_horizon(monkeypatch) -> None:
     monkeypatch.setattr(dedup, "EVICT_EVERY", 100)
     state = DedupState(horizon_ms=1_000)
     for start in range(0, 100_000, 100):
-        state.first_seen(TP, [str(i).encode() for i in range(start, start + 100)], list(range(start, start + 100)))
+        keys = [str(i).encode() for i in range(start, start + 100)]
+        state.first_seen("shop.raw", [0] * 100, keys, list(range(start, start + 100)))
     assert state.size() <= 1_000 + 100

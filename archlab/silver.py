@@ -1,0 +1,215 @@
+"""Raw to silver + quarantine, exactly once: one Kafka transaction per consumed batch.
+
+Each batch of raw records is refined by the contract (vectorised, :mod:`archlab.refine`), its
+valid rows de-duplicated, and then, inside ONE transaction: valid rows go to ``<dataset>.silver``,
+invalid ones to ``<dataset>.quarantine``, the new de-duplication keys to the changelog, the
+batch's quality counts to ``<dataset>.dq``, and the consumed offsets to the consumer group
+(``send_offsets_to_transaction``). A crash at any moment leaves either all of it or none of it;
+downstream readers use ``read_committed``.
+
+The transactional id is stable per instance (``LAB_INSTANCE_ID``), so a restarted refiner fences
+its dead predecessor and aborts its open transaction at once instead of blocking readers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
+from prometheus_client import Counter, Gauge, Histogram
+
+from archlab.contract import Contract
+from archlab.dedup import DedupState, changelog_topic, encode_event_ms, read_changelog
+from archlab.kafka import KeyedBatchSender
+from archlab.refine import RAW_SCHEMA, Refiner, RuleOutcome, quarantine_json, silver_json
+from archlab.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+REFINED = Counter("lab_refined_records_total", "Raw records refined, by outcome", ["dataset", "outcome"])
+RULE_OUTCOMES = Counter("lab_dq_rule_total", "Quality checks per rule, by outcome", ["dataset", "rule", "outcome"])
+BATCH_SECONDS = Histogram("lab_refine_batch_seconds", "Refine + transaction time of one batch", ["dataset"])
+DEDUP_KEYS = Gauge("lab_dedup_keys", "De-duplication keys held in memory")
+
+def raw_table(records: Sequence[ConsumerRecord]) -> pa.Table:
+    """The raw records of a batch (any partitions of one topic) as the refiner's input table."""
+    return pa.Table.from_arrays(
+        [
+            pa.array([r.partition for r in records], pa.int32()),
+            pa.array([r.offset for r in records], pa.int64()),
+            pa.array([r.key for r in records], pa.binary()),
+            pa.array([r.value for r in records], pa.binary()),
+            pa.array([r.timestamp for r in records], pa.timestamp("ms", tz="UTC")),
+        ],
+        schema=RAW_SCHEMA,
+    )
+
+
+def dedup_keys(valid: pa.Table, contract: Contract) -> list[bytes]:
+    """The de-duplication key of every valid row, its fields joined by ``|``."""
+    columns = [pc.cast(valid[name], pa.string()) for name in contract.dedup.key]
+    joined = columns[0] if len(columns) == 1 else pc.binary_join_element_wise(*columns, "|")
+    return [value.encode() for value in pc.fill_null(joined, "").to_pylist()]
+
+
+def kafka_keys(table: pa.Table, contract: Contract) -> list[bytes | None]:
+    """The Kafka key of every silver row: the contract key fields joined by ``|``."""
+    columns = [pc.cast(table[name], pa.string()) for name in contract.key]
+    joined = columns[0] if len(columns) == 1 else pc.binary_join_element_wise(*columns, "|")
+    return [None if value is None else value.encode() for value in joined.to_pylist()]
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, refiner: SilverRefiner) -> None:
+        self._refiner = refiner
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        async with self._refiner.lock:  # let the batch in flight commit or abort first
+            for tp in revoked:
+                self._refiner.dedup_for(tp.topic).drop(tp)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("partitions assigned", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
+        async with self._refiner.lock:
+            for tp in assigned:
+                dataset = tp.topic.removesuffix(".raw")
+                entries = await read_changelog(self._refiner.settings, dataset, tp.partition)
+                self._refiner.dedup_for(tp.topic).restore(tp, entries)
+            DEDUP_KEYS.set(sum(state.size() for state in self._refiner.dedup.values()))
+
+
+class SilverRefiner:
+    """Consume raw, refine, de-duplicate and produce the outcome transactionally, batch by batch."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        contracts: dict[str, Contract],
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        *,
+        group_id: str,
+        max_batch: int = 5_000,
+    ) -> None:
+        self.settings = settings
+        self.contracts = contracts
+        self.consumer = consumer
+        self.producer = producer
+        self.group_id = group_id
+        self.max_batch = max_batch
+        self.refiners = {name: Refiner(contract, settings.contracts_dir) for name, contract in contracts.items()}
+        self.dedup = {
+            f"{name}.raw": DedupState(int(contract.dedup.horizon.total_seconds() * 1000))
+            for name, contract in contracts.items()
+        }
+        self.lock = asyncio.Lock()
+        self.listener = _Rebalance(self)
+        self._senders: dict[str, KeyedBatchSender] = {}
+
+    def dedup_for(self, raw_topic: str) -> DedupState:
+        return self.dedup[raw_topic]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        for name in self.contracts:
+            for topic in (f"{name}.silver", f"{name}.quarantine", changelog_topic(name), f"{name}.dq"):
+                self._senders[topic] = await KeyedBatchSender.for_topic(self.producer, topic)
+        while not stop.is_set():
+            fetched = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
+            fetched = {tp: records for tp, records in fetched.items() if records}
+            if fetched:
+                async with self.lock:
+                    assigned = self.consumer.assignment()
+                    await self._process({tp: r for tp, r in fetched.items() if tp in assigned})
+
+    async def _process(self, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        if not fetched:
+            return
+        by_topic: dict[str, list[ConsumerRecord]] = {}
+        for tp, records in fetched.items():
+            by_topic.setdefault(tp.topic, []).extend(records)
+        async with self.producer.transaction():
+            for topic, records in by_topic.items():
+                await self._refine_topic(topic, records)
+            for sender in self._senders.values():
+                _, errors = await sender.flush()
+                if errors:
+                    raise errors[0]
+            offsets = {tp: records[-1].offset + 1 for tp, records in fetched.items()}
+            await self.producer.send_offsets_to_transaction(offsets, self.group_id)
+        DEDUP_KEYS.set(sum(state.size() for state in self.dedup.values()))
+
+    async def _refine_topic(self, topic: str, records: list[ConsumerRecord]) -> None:
+        """Refine one dataset's share of the batch (one vectorised pass) and queue its output."""
+        dataset = topic.removesuffix(".raw")
+        contract = self.contracts[dataset]
+        started = time.perf_counter()
+        result = await asyncio.to_thread(self.refiners[dataset].refine, raw_table(records))
+
+        valid = result.valid
+        keys = dedup_keys(valid, contract)
+        event_ms = pc.cast(pc.cast(valid[contract.event_time], pa.timestamp("ms", tz="UTC")), pa.int64()).to_pylist()
+        partitions = valid["_source_partition"].to_pylist()
+        first = self.dedup_for(topic).first_seen(topic, partitions, keys, event_ms)
+        duplicates = first.count(False)
+        if duplicates:
+            valid = valid.filter(pa.array(first, pa.bool_()))
+
+        silver = self._senders[f"{dataset}.silver"]
+        for key, value in zip(kafka_keys(valid, contract), silver_json(valid), strict=True):
+            await silver.send(key, value)
+        quarantine = self._senders[f"{dataset}.quarantine"]
+        raw_keys = {(r.partition, r.offset): r.key for r in records}
+        sources = zip(result.invalid["source_partition"].to_pylist(), result.invalid["source_offset"].to_pylist())
+        for source, value in zip(sources, quarantine_json(result.invalid), strict=True):
+            await quarantine.send(raw_keys[source], value)
+        changelog = self._senders[changelog_topic(dataset)]
+        for partition, key, ms, is_new in zip(partitions, keys, event_ms, first, strict=True):
+            if is_new:
+                await changelog.send(key, encode_event_ms(ms), partition=partition)
+        await self._send_quality(dataset, records, result.rules, duplicates)
+
+        REFINED.labels(dataset, "silver").inc(valid.num_rows)
+        REFINED.labels(dataset, "quarantine").inc(result.invalid.num_rows)
+        REFINED.labels(dataset, "duplicate").inc(duplicates)
+        BATCH_SECONDS.labels(dataset).observe(time.perf_counter() - started)
+
+    async def _send_quality(
+        self, dataset: str, records: list[ConsumerRecord], rules: dict[str, RuleOutcome], duplicates: int
+    ) -> None:
+        """One ``dq`` row per check for this batch, stamped with the minute its first record arrived.
+
+        ``failed`` counts a check's failures (a row failing three checks counts in each of them).
+        """
+        minute = datetime.fromtimestamp(records[0].timestamp // 60_000 * 60, UTC).isoformat().replace("+00:00", "Z")
+        sender = self._senders[f"{dataset}.dq"]
+        rows = {name: (o.passed, o.failed, o.warned) for name, o in rules.items()}
+        rows["duplicates"] = (0, duplicates, 0)
+        for rule, (passed, failed, warned) in sorted(rows.items()):
+            for outcome, count in (("passed", passed), ("failed", failed), ("warned", warned)):
+                if count:
+                    RULE_OUTCOMES.labels(dataset, rule, outcome).inc(count)
+            value = orjson.dumps({"dataset": dataset, "minute": minute, "rule": rule, "passed": passed,
+                                  "failed": failed, "warned": warned, "records": len(records)})
+            await sender.send(rule.encode(), value)
+
+
+DQ_SCHEMA = pa.schema(
+    [
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("minute", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("rule", pa.string(), nullable=False),
+        pa.field("passed", pa.int64(), nullable=False),
+        pa.field("failed", pa.int64(), nullable=False),
+        pa.field("warned", pa.int64(), nullable=False),
+        pa.field("records", pa.int64(), nullable=False),
+    ]
+)
+

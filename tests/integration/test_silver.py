@@ -1,0 +1,256 @@
+"""silver_refiner against the real broker and MinIO: every raw record ends up exactly once in
+silver or quarantine (counted duplicates aside), with the right reasons and values."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import random
+import shutil
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+import pytest
+
+from archlab.bootstrap import ensure_topics
+from archlab.generators import DIRTY_KINDS, INJECTED_HEADER, DirtyRates
+from archlab.kafka import KeyedBatchSender, make_consumer, make_producer, topic_partitions
+from archlab.lake import Lake
+from archlab.produce import produce_synthetic
+from archlab.query import connect, layer_glob
+from archlab.settings import PROJECT_ROOT, Settings
+from tests.integration.conftest import wait_until
+
+pytestmark = pytest.mark.integration
+
+#: The quarantine check each injected kind must produce (a prefix of the reason's ``check``).
+EXPECTED_CHECK = {
+    "malformed_json": "json",
+    "non_utf8": "utf8",
+    "missing_field": ".required",
+    "wrong_type": ".type",
+    "out_of_range": ".min",
+    "unknown_enum": ".allowed",
+    "future": "event_not_in_future",
+    "oversized": "size",
+}
+VALID_KINDS = {"late", "duplicate"}
+
+
+async def copy_contract(settings: Settings, folder: Path, original: str) -> str:
+    """A fresh dataset described by a copy of a shipped contract, with its own topics."""
+    name = f"{original[0]}{uuid.uuid4().hex[:10]}"
+    if not (folder / "reference").exists():
+        shutil.copytree(PROJECT_ROOT / "contracts" / "reference", folder / "reference")
+    text = (PROJECT_ROOT / "contracts" / f"{original}.yaml").read_text()
+    (folder / f"{name}.yaml").write_text(text.replace(f"dataset: {original}", f"dataset: {name}", 1))
+    await ensure_topics(settings, [name])
+    return name
+
+
+@pytest.fixture
+async def orders_like(settings: Settings, tmp_path: Path) -> tuple[str, Path]:
+    folder = tmp_path / "contracts"
+    folder.mkdir()
+    return await copy_contract(settings, folder, "orders"), folder
+
+
+def _env(dataset: str, contracts: Path) -> dict[str, str]:
+    return {"LAB_DATASETS": dataset, "LAB_CONTRACTS_DIR": str(contracts), "LAB_SILVER_GROUP": f"silver-{dataset}",
+            "LAB_INSTANCE_ID": "test", "LAB_FLUSH_INTERVAL_S": "0.5"}
+
+
+async def read_all(settings: Settings, topic: str) -> list:
+    """Every committed record of a topic (read_committed), with headers."""
+    consumer = make_consumer(settings, group_id=None, isolation_level="read_committed")
+    await consumer.start()
+    try:
+        tps = await topic_partitions(settings, topic)
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        out = []
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            for batch in (await consumer.getmany(timeout_ms=500, max_records=20_000)).values():
+                out.extend(batch)
+        return out
+    finally:
+        await consumer.stop()
+
+
+def lineage(silver: list, quarantine: list) -> list[tuple[int, int]]:
+    rows = [orjson.loads(r.value) for r in silver]
+    bad = [orjson.loads(r.value) for r in quarantine]
+    return [(r["_source_partition"], r["_source_offset"]) for r in rows] + [
+        (q["source_partition"], q["source_offset"]) for q in bad
+    ]
+
+
+async def _settled(settings: Settings, dataset: str, expected: int, timeout: float) -> tuple[list, list]:
+    async def counts() -> tuple[list, list]:
+        return await read_all(settings, f"{dataset}.silver"), await read_all(settings, f"{dataset}.quarantine")
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        silver, quarantine = await counts()
+        if len(silver) + len(quarantine) >= expected or asyncio.get_running_loop().time() > deadline:
+            return silver, quarantine
+        await asyncio.sleep(1)
+
+
+async def test_dirty_kinds_quarantined_with_reasons_and_valid_rows_typed(
+    settings: Settings, lake: Lake, orders_like: tuple[str, Path], start_service
+) -> None:
+    dataset, contracts = orders_like
+    dirty = DirtyRates(**{kind: 0.02 for kind in DIRTY_KINDS} | {"oversized": 0.001})
+    await produce_synthetic(settings, "orders", count=6_000, rate=0, seed=21, dirty=dirty, topic=f"{dataset}.raw")
+    raw = await read_all(settings, f"{dataset}.raw")
+    kind_of = {(r.partition, r.offset): dict(r.headers).get(INJECTED_HEADER, b"").decode() for r in raw}
+    duplicates = [k for k, kind in kind_of.items() if kind == "duplicate"]
+
+    refiner = start_service("silver_refiner", **_env(dataset, contracts))
+    silver, quarantine = await _settled(settings, dataset, len(raw) - len(duplicates), 120)
+    assert refiner.proc.poll() is None, refiner.log_tail()
+
+    landed = lineage(silver, quarantine)
+    assert len(landed) == len(set(landed)), "a raw record came out twice"
+    assert set(landed) == set(kind_of) - set(duplicates)
+
+    for record in quarantine:
+        row = orjson.loads(record.value)
+        kind = kind_of[(row["source_partition"], row["source_offset"])]
+        assert kind not in VALID_KINDS and kind, f"a {kind or 'clean'} record was quarantined: {row['reasons']}"
+        checks = [reason["check"] for reason in row["reasons"]]
+        assert any(EXPECTED_CHECK[kind] in check for check in checks), f"{kind}: {checks}"
+    assert {kind_of[(orjson.loads(r.value)["source_partition"], orjson.loads(r.value)["source_offset"])]
+            for r in quarantine} == set(EXPECTED_CHECK)
+
+    rates = {row["currency"]: Decimal(row["rate_to_eur"])
+             for row in csv.DictReader((contracts / "reference" / "fx_rates.csv").open())}
+    raw_values = {(r.partition, r.offset): orjson.loads(r.value) for r in raw if kind_of[(r.partition, r.offset)] in ("", "late")}
+    checked = 0
+    for record in silver:
+        row = orjson.loads(record.value)
+        sent = raw_values.get((row["_source_partition"], row["_source_offset"]))
+        if sent is None:
+            continue
+        assert row["order_id"] == sent["order_id"] and int(row["quantity"]) == sent["quantity"]
+        assert Decimal(str(row["unit_price"])) == Decimal(str(sent["unit_price"]))
+        expected_eur = Decimal(sent["quantity"]) * Decimal(str(sent["unit_price"])) * rates[sent["currency"]]
+        assert abs(Decimal(str(row["amount_eur"])) - expected_eur) <= Decimal("0.01"), row
+        assert record.key == sent["order_id"].encode()
+        checked += 1
+    assert checked > 5_000 * 0.7
+
+    def lake_has_all() -> bool:
+        silver_rows = connect(lake).execute("SELECT count(*) FROM read_parquet(?)", [layer_glob(lake, "silver", dataset)])
+        quarantine_rows = connect(lake).execute("SELECT count(*) FROM read_parquet(?)",
+                                                [layer_glob(lake, "quarantine", dataset)])
+        return silver_rows.fetchone()[0] == len(silver) and quarantine_rows.fetchone()[0] == len(quarantine)
+
+    await asyncio.to_thread(wait_until, lake_has_all, 60, "silver and quarantine on the lake")
+
+    def dq_counts_duplicates() -> bool:
+        found = connect(lake).execute(
+            "SELECT sum(failed) FROM read_parquet(?) WHERE rule = 'duplicates'", [layer_glob(lake, "dq", dataset)]
+        ).fetchone()
+        return found is not None and found[0] == len(duplicates)
+
+    await asyncio.to_thread(wait_until, dq_counts_duplicates, 60, "the dq table to count every duplicate")
+    assert refiner.terminate() == 0, refiner.log_tail()
+
+
+async def test_second_dataset_runs_beside_orders_in_one_refiner(
+    settings: Settings, tmp_path: Path, start_service
+) -> None:
+    folder = tmp_path / "contracts"
+    folder.mkdir()
+    orders = await copy_contract(settings, folder, "orders")
+    sensors = await copy_contract(settings, folder, "sensors")
+    await produce_synthetic(settings, "orders", count=1_500, rate=0, seed=2, dirty=DirtyRates.clean(),
+                            topic=f"{orders}.raw")
+    await produce_synthetic(settings, "sensors", count=2_500, rate=0, seed=2, dirty=DirtyRates.clean(),
+                            topic=f"{sensors}.raw")
+    env = _env(orders, folder) | {"LAB_DATASETS": f"{orders},{sensors}"}
+    refiner = start_service("silver_refiner", **env)
+    for dataset, count in ((orders, 1_500), (sensors, 2_500)):
+        silver, quarantine = await _settled(settings, dataset, count, 120)
+        assert (len(silver), len(quarantine)) == (count, 0), refiner.log_tail()
+    row = orjson.loads(silver[0].value)
+    assert {"device_id", "sensor_type", "value", "unit"} <= row.keys() and row["_contract_version"] >= 1
+    assert refiner.terminate() == 0, refiner.log_tail()
+
+
+async def _send_values(settings: Settings, topic: str, records: list) -> None:
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        sender = await KeyedBatchSender.for_topic(producer, topic)
+        for record in records:
+            await sender.send(record.key, record.value)
+        assert not (await sender.flush())[1]
+    finally:
+        await producer.stop()
+
+
+async def test_duplicate_arriving_after_a_restart_is_dropped(
+    settings: Settings, orders_like: tuple[str, Path], start_service
+) -> None:
+    dataset, contracts = orders_like
+    await produce_synthetic(settings, "orders", count=2_000, rate=0, seed=5, dirty=DirtyRates.clean(),
+                            topic=f"{dataset}.raw")
+    refiner = start_service("silver_refiner", **_env(dataset, contracts))
+    silver, _ = await _settled(settings, dataset, 2_000, 90)
+    assert len(silver) == 2_000
+    assert refiner.terminate() == 0, refiner.log_tail()
+
+    raw = await read_all(settings, f"{dataset}.raw")
+    await _send_values(settings, f"{dataset}.raw", random.Random(1).sample(raw, 300))
+    await produce_synthetic(settings, "orders", count=100, rate=0, seed=99, dirty=DirtyRates.clean(),
+                            topic=f"{dataset}.raw")  # new events after the resent ones
+    refiner = start_service("silver_refiner", **_env(dataset, contracts))
+    silver, quarantine = await _settled(settings, dataset, 2_100, 90)
+    await asyncio.sleep(3)  # give a wrongly admitted duplicate time to show up
+    silver, quarantine = await _settled(settings, dataset, 2_100, 1)
+    assert refiner.terminate() == 0, refiner.log_tail()
+    assert len(quarantine) == 0
+    event_ids = [orjson.loads(r.value)["event_id"] for r in silver]
+    assert len(event_ids) == len(set(event_ids)) == 2_100
+
+
+async def test_kill9_of_silver_refiner_five_times_keeps_exactly_once(
+    settings: Settings, orders_like: tuple[str, Path], start_service
+) -> None:
+    dataset, contracts = orders_like
+    env = _env(dataset, contracts)
+    refiner = start_service("silver_refiner", **env)
+    producing = asyncio.create_task(
+        produce_synthetic(settings, "orders", count=100_000, rate=3_000, seed=8, topic=f"{dataset}.raw")
+    )
+    rng = random.Random(9)
+    for _ in range(5):
+        await refiner.working()
+        await asyncio.sleep(rng.uniform(0.3, 2.0))
+        refiner.kill9()
+        refiner = start_service("silver_refiner", **env)
+    assert (await producing).sent == 100_000
+    raw = await read_all(settings, f"{dataset}.raw")
+    duplicates = {(r.partition, r.offset) for r in raw if dict(r.headers).get(INJECTED_HEADER) == b"duplicate"}
+    silver, quarantine = await _settled(settings, dataset, len(raw) - len(duplicates), 180)
+    assert refiner.terminate() == 0, refiner.log_tail()
+    landed = lineage(silver, quarantine)
+    assert len(landed) == len(set(landed)), f"{len(landed) - len(set(landed))} records came out twice"
+    assert set(landed) == {(r.partition, r.offset) for r in raw} - duplicates
+
+
+def test_broken_contract_is_refused_at_start_naming_file_rule_and_problem(tmp_path: Path, start_service) -> None:
+    folder = tmp_path / "contracts"
+    shutil.copytree(PROJECT_ROOT / "contracts", folder)
+    path = folder / "orders.yaml"
+    path.write_text(path.read_text().replace("event_time: event_time", "event_time: placed_at", 1))
+    service = start_service("silver_refiner", LAB_DATASETS="orders", LAB_CONTRACTS_DIR=str(folder))
+    assert service.proc.wait(60) != 0
+    log = service.log_path.read_text()
+    assert str(path) in log and "placed_at" in log and "Traceback" not in log, log
