@@ -7,7 +7,7 @@ batches per partition (one future per batch) instead of one ``send`` future per 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -70,6 +70,7 @@ class KeyedBatchSender:
         self._topic = topic
         self._partitions = partitions
         self._open: dict[int, Any] = {}
+        self._full: list[tuple[int, Any]] = []
         self._pending: list[tuple[asyncio.Future[Any], int]] = []
         self._next_unkeyed = 0
 
@@ -80,44 +81,63 @@ class KeyedBatchSender:
             raise RuntimeError(f"topic {topic!r} does not exist: create it first (lab infra init)")
         return cls(producer, topic, len(partitions))
 
-    async def send(
-        self,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Headers = (),
-        timestamp_ms: int | None = None,
-        partition: int | None = None,
-    ) -> None:
-        """Queue one record: to ``partition`` if given, else where the key hashes (round robin if none)."""
-        if partition is None:
-            if key is None:
-                partition = self._next_unkeyed
-                self._next_unkeyed = (self._next_unkeyed + 1) % self._partitions
-            else:
-                partition = partition_for(key, self._partitions)
+    @property
+    def partitions(self) -> int:
+        return self._partitions
+
+    def _partition_of(self, key: bytes | None) -> int:
+        if key is not None:
+            return partition_for(key, self._partitions)
+        partition = self._next_unkeyed
+        self._next_unkeyed = (self._next_unkeyed + 1) % self._partitions
+        return partition
+
+    def _append(self, key: bytes | None, value: bytes | None, headers: Headers, partition: int) -> None:
+        """Add a record to its partition's open batch; a full batch waits in ``_full`` to be shipped."""
         batch = self._open.get(partition)
         if batch is None:
             batch = self._open[partition] = self._producer.create_batch()
-        if batch.append(key=key, value=value, timestamp=timestamp_ms, headers=list(headers)) is None:
-            await self._ship(partition)
+        if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is None:
+            self._full.append((partition, self._open.pop(partition)))
             batch = self._open[partition] = self._producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=timestamp_ms, headers=list(headers)) is None:
-                raise ValueError(f"record of {len(value)} bytes does not fit in an empty batch")
+            if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is None:
+                raise ValueError(f"record of {len(value or b'')} bytes does not fit in an empty batch")
 
-    async def send_many(self, records: Iterable[tuple[bytes | None, bytes, Headers]]) -> None:
-        for key, value, headers in records:
-            await self.send(key, value, headers)
+    async def send(
+        self, key: bytes | None, value: bytes | None, headers: Headers = (), partition: int | None = None
+    ) -> None:
+        """Queue one record: to ``partition`` if given, else where the key hashes (round robin if none)."""
+        self._append(key, value, headers, self._partition_of(key) if partition is None else partition)
+        await self._ship_full()
 
-    async def _ship(self, partition: int) -> None:
-        batch = self._open.pop(partition)
+    async def send_many(
+        self,
+        keys: Sequence[bytes | None],
+        values: Sequence[bytes | None],
+        partitions: Sequence[int] | None = None,
+    ) -> None:
+        """Queue many header-less records in one synchronous pass (the hot path), then ship full batches."""
+        if partitions is None:
+            partitions = [self._partition_of(key) for key in keys]
+        for key, value, partition in zip(keys, values, partitions, strict=True):
+            self._append(key, value, (), partition)
+        await self._ship_full()
+
+    async def _ship_full(self) -> None:
+        full, self._full = self._full, []
+        for partition, batch in full:
+            await self._ship_batch(partition, batch)
+
+    async def _ship_batch(self, partition: int, batch: Any) -> None:
         count = batch.record_count()
         batch.close()
         self._pending.append((await self._producer.send_batch(batch, self._topic, partition=partition), count))
 
     async def ship(self) -> None:
         """Hand every open batch to the producer now, without waiting for acknowledgements."""
+        await self._ship_full()
         for partition in list(self._open):
-            await self._ship(partition)
+            await self._ship_batch(partition, self._open.pop(partition))
 
     async def flush(self) -> tuple[int, list[BaseException]]:
         """Ship every open batch, wait for the broker, and return (records delivered, errors)."""

@@ -53,6 +53,11 @@ def raw_table(records: Sequence[ConsumerRecord]) -> pa.Table:
     )
 
 
+def _coordinates(partition: pa.ChunkedArray | pa.Array, offset: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """One int64 per (partition, offset): partition in the high bits."""
+    return pc.add(pc.shift_left(pc.cast(partition, pa.int64()), 44), pc.cast(offset, pa.int64()))
+
+
 def dedup_keys(valid: pa.Table, contract: Contract) -> list[bytes]:
     """The de-duplication key of every valid row, its fields joined by ``|``."""
     columns = [pc.cast(valid[name], pa.string()) for name in contract.dedup.key]
@@ -113,6 +118,7 @@ class SilverRefiner:
         self.lock = asyncio.Lock()
         self.listener = _Rebalance(self)
         self._senders: dict[str, KeyedBatchSender] = {}
+        self._raw_partitions: dict[str, int] = {}
 
     def dedup_for(self, raw_topic: str) -> DedupState:
         return self.dedup[raw_topic]
@@ -121,6 +127,7 @@ class SilverRefiner:
         for name in self.contracts:
             for topic in (f"{name}.silver", f"{name}.quarantine", changelog_topic(name), f"{name}.dq"):
                 self._senders[topic] = await KeyedBatchSender.for_topic(self.producer, topic)
+            self._raw_partitions[f"{name}.raw"] = len(await self.producer.partitions_for(f"{name}.raw"))
         while not stop.is_set():
             fetched = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
             fetched = {tp: records for tp, records in fetched.items() if records}
@@ -151,7 +158,8 @@ class SilverRefiner:
         dataset = topic.removesuffix(".raw")
         contract = self.contracts[dataset]
         started = time.perf_counter()
-        result = await asyncio.to_thread(self.refiners[dataset].refine, raw_table(records))
+        raw = raw_table(records)
+        result = await asyncio.to_thread(self.refiners[dataset].refine, raw)
 
         valid = result.valid
         keys = dedup_keys(valid, contract)
@@ -162,18 +170,29 @@ class SilverRefiner:
         if duplicates:
             valid = valid.filter(pa.array(first, pa.bool_()))
 
+        # Raw was partitioned by the same key into as many partitions, so a row's source partition
+        # is where the key hashes: keep it and skip hashing every key again.
         silver = self._senders[f"{dataset}.silver"]
-        for key, value in zip(kafka_keys(valid, contract), silver_json(valid), strict=True):
-            await silver.send(key, value)
-        quarantine = self._senders[f"{dataset}.quarantine"]
-        raw_keys = {(r.partition, r.offset): r.key for r in records}
-        sources = zip(result.invalid["source_partition"].to_pylist(), result.invalid["source_offset"].to_pylist())
-        for source, value in zip(sources, quarantine_json(result.invalid), strict=True):
-            await quarantine.send(raw_keys[source], value)
-        changelog = self._senders[changelog_topic(dataset)]
-        for partition, key, ms, is_new in zip(partitions, keys, event_ms, first, strict=True):
-            if is_new:
-                await changelog.send(key, encode_event_ms(ms), partition=partition)
+        same_layout = silver.partitions == self._raw_partitions[topic]
+        silver_partitions = valid["_source_partition"].to_pylist() if same_layout else None
+        await silver.send_many(kafka_keys(valid, contract), silver_json(valid), silver_partitions)
+
+        invalid = result.invalid
+        if invalid.num_rows:
+            quarantine = self._senders[f"{dataset}.quarantine"]
+            rows = pc.index_in(_coordinates(invalid["source_partition"], invalid["source_offset"]),
+                               value_set=_coordinates(raw["partition"], raw["offset"]))
+            keys_of_invalid = raw["key"].take(rows).to_pylist()
+            same_layout = quarantine.partitions == self._raw_partitions[topic]
+            await quarantine.send_many(keys_of_invalid, quarantine_json(invalid),
+                                       invalid["source_partition"].to_pylist() if same_layout else None)
+
+        new_rows = [(p, k, ms) for p, k, ms, is_new in zip(partitions, keys, event_ms, first) if is_new]
+        if new_rows:
+            changelog_partitions, changelog_keys, new_event_ms = map(list, zip(*new_rows))
+            await self._senders[changelog_topic(dataset)].send_many(
+                changelog_keys, encode_event_ms(new_event_ms), changelog_partitions
+            )
         await self._send_quality(dataset, records, result.rules, duplicates)
 
         REFINED.labels(dataset, "silver").inc(valid.num_rows)

@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from bench import bronze
+from bench import bronze, silver
 
-BENCHMARKS = {"bronze": bronze.main}
+BENCHMARKS = {"bronze": bronze.main, "silver": silver.main}
 app = typer.Typer(add_completion=False)
 
 
