@@ -188,8 +188,11 @@ async def collect_status(settings: Settings) -> dict[str, object]:
     await consumer.start()
     await admin.start()
     try:
-        existing = await consumer.topics()
-        tps = [TopicPartition(t, p) for t in topics if t in existing for p in consumer.partitions_for_topic(t) or ()]
+        described = await admin.describe_topics(topics)
+        tps = [
+            TopicPartition(d["topic"], p["partition"])
+            for d in described if not d.get("error_code") for p in d.get("partitions", ())
+        ]
         ends = await consumer.end_offsets(tps) if tps else {}
         topic_ends: dict[str, int] = {}
         for tp, end in ends.items():
