@@ -226,7 +226,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="print JSON inst
         typer.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
         return
     out = Console()
-    topics = Table("topic", "end offset (sum)", title="Topics")
+    topics = Table("topic", "end offsets (sum; transaction markers count too)", title="Topics")
     for topic, end in report["topics"].items():  # type: ignore[union-attr]
         topics.add_row(topic, f"{end:,}")
     groups = Table("consumer group", "topic", "lag", title="Consumer groups")

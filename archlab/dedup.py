@@ -17,7 +17,7 @@ import numpy as np
 
 from aiokafka import TopicPartition
 
-from archlab.kafka import make_consumer
+from archlab.kafka import read_to_end
 from archlab.settings import Settings
 
 _EVENT_MS = struct.Struct(">q")
@@ -98,21 +98,11 @@ def encode_event_ms(values: Sequence[int]) -> list[bytes]:
 
 async def read_changelog(settings: Settings, dataset: str, partition: int) -> dict[bytes, int]:
     """The committed de-duplication entries of one partition (read_committed, from the start)."""
-    tp = TopicPartition(changelog_topic(dataset), partition)
-    consumer = make_consumer(settings, group_id=None, isolation_level="read_committed")
-    await consumer.start()
-    try:
-        consumer.assign([tp])
-        end = (await consumer.end_offsets([tp]))[tp]
-        await consumer.seek_to_beginning(tp)
-        entries: dict[bytes, int] = {}
-        while await consumer.position(tp) < end:
-            for records in (await consumer.getmany(tp, timeout_ms=500, max_records=50_000)).values():
-                for record in records:
-                    if record.value is None:
-                        entries.pop(record.key, None)
-                    else:
-                        entries[record.key] = _EVENT_MS.unpack(record.value)[0]
-        return entries
-    finally:
-        await consumer.stop()
+    entries: dict[bytes, int] = {}
+    async for records in read_to_end(settings, [TopicPartition(changelog_topic(dataset), partition)], 50_000):
+        for record in records:
+            if record.value is None:
+                entries.pop(record.key, None)
+            else:
+                entries[record.key] = _EVENT_MS.unpack(record.value)[0]
+    return entries

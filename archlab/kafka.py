@@ -7,11 +7,12 @@ batches per partition (one future per batch) instead of one ``send`` future per 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import ConsumerRecord
 from aiokafka.partitioner import murmur2
 
 from archlab.settings import Settings
@@ -159,3 +160,24 @@ async def topic_partitions(settings: Settings, topic: str) -> list[TopicPartitio
     if description.get("error_code") or not description.get("partitions"):
         raise LookupError(f"topic {topic!r} does not exist")
     return sorted(TopicPartition(topic, p["partition"]) for p in description["partitions"])
+
+
+async def read_to_end(
+    settings: Settings, partitions: Sequence[TopicPartition], max_records: int = 20_000
+) -> AsyncIterator[list[ConsumerRecord]]:
+    """Every committed record of these partitions, from the beginning to their end offset now.
+
+    Positions, not record counts, say when the end is reached: transaction markers take
+    offsets too.
+    """
+    consumer = make_consumer(settings, group_id=None, isolation_level="read_committed")
+    await consumer.start()
+    try:
+        consumer.assign(list(partitions))
+        ends = await consumer.end_offsets(list(partitions))
+        await consumer.seek_to_beginning(*partitions)
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+            for records in (await consumer.getmany(timeout_ms=500, max_records=max_records)).values():
+                yield records
+    finally:
+        await consumer.stop()

@@ -448,7 +448,9 @@ def _typed(spec: FieldSpec, j: str) -> str:
     if kind == "date":
         return f"CASE WHEN regexp_full_match({j}, '{_DATE}') THEN TRY_CAST(trim({j}, '\"') AS DATE) END"
     if kind == "timestamp":
-        iso = f"WHEN regexp_full_match({j}, '{_ISO_TIMESTAMP}') THEN TRY_CAST(trim({j}, '\"') AS TIMESTAMPTZ)"
+        iso = (  # upper: DuckDB refuses the lower-case t and z that ISO 8601 and RFC 3339 allow
+            f"WHEN regexp_full_match({j}, '{_ISO_TIMESTAMP}') THEN TRY_CAST(upper(trim({j}, '\"')) AS TIMESTAMPTZ)"
+        )
         from_ms = f"CAST(epoch_ms(CAST({j} AS BIGINT)) AS TIMESTAMPTZ)"
         epoch = f"WHEN regexp_full_match({j}, '{_EPOCH_MS}') THEN {from_ms}"
         return f"CASE {iso} {epoch if spec.coerce else ''} END"

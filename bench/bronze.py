@@ -13,7 +13,7 @@ from archlab.kafka import make_consumer
 from archlab.lake import Lake
 from archlab.landing import LakeSink, RollPolicy
 from archlab.produce import produce_synthetic
-from bench.common import consume_only_rate, fresh_dataset, throwaway_stack, wait_committed, write_result
+from bench.common import consume_only_rate, fresh_dataset, report, throwaway_stack, wait_committed
 
 
 async def _run(events: int) -> dict[str, object]:
@@ -49,12 +49,5 @@ async def _run(events: int) -> dict[str, object]:
     }
 
 
-def main(events: int = 300_000) -> None:
-    result = asyncio.run(_run(events))
-    table = "\n".join(
-        ["| measure | value |", "|---|---|"] + [f"| {k} | {v:,} |" if isinstance(v, int) else f"| {k} | {v} |"
-                                            for k, v in result.items()]
-    )
-    path = write_result("bronze", result, f"# bronze_sink benchmark\n\n{table}\n")
-    print(table)
-    print(f"\nwritten to {path}")
+def main(events: int = 1_000_000) -> None:
+    report("bronze", "bronze_sink benchmark", asyncio.run(_run(events)))

@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 
 from archlab.bootstrap import ensure_bucket, ensure_topics
-from archlab.kafka import make_consumer, topic_partitions
+from archlab.kafka import make_consumer, read_to_end, topic_partitions
 from archlab.settings import PROJECT_ROOT, Settings
 from archlab.stack import NativeStack, StackConfig, free_ports
 
@@ -51,22 +51,12 @@ async def fresh_dataset(settings: Settings) -> str:
 
 async def consume_only_rate(settings: Settings, topic: str) -> tuple[int, float]:
     """(records, seconds) to read a whole topic with aiokafka getmany and do nothing else: the limit."""
-    consumer = make_consumer(settings, group_id=None)
-    await consumer.start()
-    try:
-        tps = await topic_partitions(settings, topic)
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        total = sum(ends.values())
-        await consumer.seek_to_beginning(*tps)
-        started = time.perf_counter()
-        seen = 0
-        while seen < total:
-            for records in (await consumer.getmany(timeout_ms=500, max_records=10_000)).values():
-                seen += len(records)
-        return seen, time.perf_counter() - started
-    finally:
-        await consumer.stop()
+    partitions = await topic_partitions(settings, topic)
+    started = time.perf_counter()
+    seen = 0
+    async for records in read_to_end(settings, partitions, 10_000):
+        seen += len(records)
+    return seen, time.perf_counter() - started
 
 
 async def wait_committed(settings: Settings, group: str, topic: str, poll_s: float = 0.1) -> None:
@@ -85,12 +75,15 @@ async def wait_committed(settings: Settings, group: str, topic: str, poll_s: flo
         await consumer.stop()
 
 
-def write_result(name: str, result: dict[str, object], markdown: str) -> Path:
-    """Write ``bench/results/<name>.json`` and ``.md`` with the machine described."""
+def report(name: str, title: str, result: dict[str, object]) -> None:
+    """Print a result as a Markdown table and write ``bench/results/<name>.json`` and ``.md``."""
+    table = "\n".join(["| measure | value |", "|---|---|"] + [
+        f"| {key} | {value:,} |" if isinstance(value, int) else f"| {key} | {value} |" for key, value in result.items()
+    ])
     RESULTS.mkdir(parents=True, exist_ok=True)
-    result = {"benchmark": name, "at": datetime.now(UTC).isoformat(timespec="seconds"),
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, **result}
-    (RESULTS / f"{name}.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    path = RESULTS / f"{name}.md"
-    path.write_text(markdown)
-    return path
+    document = {"benchmark": name, "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, **result}
+    (RESULTS / f"{name}.json").write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+    (RESULTS / f"{name}.md").write_text(f"# {title}\n\n{table}\n")
+    print(table)
+    print(f"\nwritten to {RESULTS / name}.json and .md")

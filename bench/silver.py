@@ -12,7 +12,7 @@ from archlab.contract import load_contracts
 from archlab.kafka import make_consumer, make_producer
 from archlab.produce import produce_synthetic
 from archlab.silver import SilverRefiner
-from bench.common import consume_only_rate, fresh_dataset, throwaway_stack, wait_committed, write_result
+from bench.common import consume_only_rate, fresh_dataset, report, throwaway_stack, wait_committed
 
 
 async def _run(events: int) -> dict[str, object]:
@@ -53,10 +53,4 @@ async def _run(events: int) -> dict[str, object]:
 
 
 def main(events: int = 300_000) -> None:
-    result = asyncio.run(_run(events))
-    table = "\n".join(["| measure | value |", "|---|---|"] + [
-        f"| {k} | {v:,} |" if isinstance(v, int) else f"| {k} | {v} |" for k, v in result.items()
-    ])
-    path = write_result("silver", result, f"# silver_refiner benchmark\n\n{table}\n")
-    print(table)
-    print(f"\nwritten to {path}")
+    report("silver", "silver_refiner benchmark", asyncio.run(_run(events)))

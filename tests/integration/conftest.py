@@ -16,9 +16,10 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from aiokafka.structs import ConsumerRecord
 
 from archlab.bootstrap import ensure_topics
-from archlab.kafka import make_consumer, topic_partitions
+from archlab.kafka import read_to_end, topic_partitions
 from archlab.lake import Lake
 from archlab.query import connect, layer_glob
 from archlab.settings import PROJECT_ROOT, Settings
@@ -45,7 +46,7 @@ class ServiceProcess:
     def __init__(self, name: str, env: dict[str, str], log_path: Path) -> None:
         self.name = name
         self.log_path = log_path
-        self._log = log_path.open("ab")
+        self._log = log_path.open("wb")  # a fresh log per run of the test
         self.proc = subprocess.Popen(
             [sys.executable, "-m", f"services.{name}"], env=env, cwd=PROJECT_ROOT,
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -101,25 +102,16 @@ def start_service(request: pytest.FixtureRequest) -> Iterator[Callable[..., Serv
 
 
 async def read_topic(settings: Settings, topic: str) -> dict[tuple[int, int], bytes]:
-    """Every record of a topic as {(partition, offset): value}."""
-    consumer = make_consumer(settings, group_id=None)
-    await consumer.start()
-    try:
-        tps = await topic_partitions(settings, topic)
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
-        records: dict[tuple[int, int], bytes] = {}
-        async def behind() -> bool:
-            return any([await consumer.position(tp) < ends[tp] for tp in tps])
+    """Every committed record of a topic as {(partition, offset): value}."""
+    return {(r.partition, r.offset): r.value for r in await read_all(settings, topic)}
 
-        while await behind():
-            for batch in (await consumer.getmany(timeout_ms=500, max_records=10_000)).values():
-                for record in batch:
-                    records[(record.partition, record.offset)] = record.value
-        return records
-    finally:
-        await consumer.stop()
+
+async def read_all(settings: Settings, topic: str) -> list[ConsumerRecord]:
+    """Every committed record of a topic (read_committed), headers included."""
+    out: list[ConsumerRecord] = []
+    async for records in read_to_end(settings, await topic_partitions(settings, topic)):
+        out.extend(records)
+    return out
 
 
 def bronze_rows(lake: Lake, dataset: str) -> list[tuple[int, int, bytes]]:

@@ -16,12 +16,12 @@ import pytest
 
 from archlab.bootstrap import ensure_topics
 from archlab.generators import DIRTY_KINDS, INJECTED_HEADER, DirtyRates
-from archlab.kafka import KeyedBatchSender, make_consumer, make_producer, topic_partitions
+from archlab.kafka import KeyedBatchSender, make_producer
 from archlab.lake import Lake
 from archlab.produce import produce_synthetic
 from archlab.query import connect, layer_glob
 from archlab.settings import PROJECT_ROOT, Settings
-from tests.integration.conftest import wait_until
+from tests.integration.conftest import read_all, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -60,24 +60,6 @@ async def orders_like(settings: Settings, tmp_path: Path) -> tuple[str, Path]:
 def _env(dataset: str, contracts: Path) -> dict[str, str]:
     return {"LAB_DATASETS": dataset, "LAB_CONTRACTS_DIR": str(contracts), "LAB_SILVER_GROUP": f"silver-{dataset}",
             "LAB_INSTANCE_ID": "test", "LAB_FLUSH_INTERVAL_S": "0.5"}
-
-
-async def read_all(settings: Settings, topic: str) -> list:
-    """Every committed record of a topic (read_committed), with headers."""
-    consumer = make_consumer(settings, group_id=None, isolation_level="read_committed")
-    await consumer.start()
-    try:
-        tps = await topic_partitions(settings, topic)
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
-        out = []
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            for batch in (await consumer.getmany(timeout_ms=500, max_records=20_000)).values():
-                out.extend(batch)
-        return out
-    finally:
-        await consumer.stop()
 
 
 def lineage(silver: list, quarantine: list) -> list[tuple[int, int]]:
