@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import orjson
@@ -29,14 +30,14 @@ from prometheus_client import Counter, Gauge, Histogram
 from archlab.contract import Contract
 from archlab.dedup import DedupState, changelog_topic, encode_event_ms, read_changelog
 from archlab.kafka import KeyedBatchSender
-from archlab.refine import RAW_SCHEMA, Refiner, RuleOutcome, quarantine_json, silver_json
+from archlab.refine import RAW_SCHEMA, RefineResult, Refiner, RuleOutcome, quarantine_json, silver_json
 from archlab.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 REFINED = Counter("lab_refined_records_total", "Raw records refined, by outcome", ["dataset", "outcome"])
 RULE_OUTCOMES = Counter("lab_dq_rule_total", "Quality checks per rule, by outcome", ["dataset", "rule", "outcome"])
-BATCH_SECONDS = Histogram("lab_refine_batch_seconds", "Refine + transaction time of one batch", ["dataset"])
+BATCH_SECONDS = Histogram("lab_silver_emit_seconds", "De-duplicating and queueing one refined batch", ["dataset"])
 DEDUP_KEYS = Gauge("lab_dedup_keys", "De-duplication keys held in memory")
 
 def raw_table(records: Sequence[ConsumerRecord]) -> pa.Table:
@@ -77,18 +78,18 @@ class _Rebalance(ConsumerRebalanceListener):
         self._refiner = refiner
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        async with self._refiner.lock:  # let the batch in flight commit or abort first
-            for tp in revoked:
-                self._refiner.dedup_for(tp.topic).drop(tp)
+        await self._refiner.release(revoked)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        log.info("partitions assigned", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
-        async with self._refiner.lock:
-            for tp in assigned:
-                dataset = tp.topic.removesuffix(".raw")
-                entries = await read_changelog(self._refiner.settings, dataset, tp.partition)
-                self._refiner.dedup_for(tp.topic).restore(tp, entries)
-            DEDUP_KEYS.set(sum(state.size() for state in self._refiner.dedup.values()))
+        await self._refiner.recover(assigned)
+
+
+@dataclass(frozen=True, slots=True)
+class _Refined:
+    """A fetched batch, refined, ready for its transaction."""
+
+    fetched: dict[TopicPartition, list[ConsumerRecord]]
+    topics: list[tuple[str, list[ConsumerRecord], pa.Table, RefineResult]]
 
 
 class SilverRefiner:
@@ -119,11 +120,14 @@ class SilverRefiner:
         self.listener = _Rebalance(self)
         self._senders: dict[str, KeyedBatchSender] = {}
         self._raw_partitions: dict[str, int] = {}
+        self._ready: set[TopicPartition] = set()  # assigned and de-duplication state restored
+        self._fatal: BaseException | None = None
 
     def dedup_for(self, raw_topic: str) -> DedupState:
         return self.dedup[raw_topic]
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Fetch, refine and commit batch after batch until ``stop``."""
         for name in self.contracts:
             for topic in (f"{name}.silver", f"{name}.quarantine", changelog_topic(name), f"{name}.dq"):
                 self._senders[topic] = await KeyedBatchSender.for_topic(self.producer, topic)
@@ -131,35 +135,68 @@ class SilverRefiner:
         while not stop.is_set():
             fetched = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
             fetched = {tp: records for tp, records in fetched.items() if records}
-            if fetched:
-                async with self.lock:
+            while fetched:
+                if self._fatal is not None:
+                    raise self._fatal
+                async with self.lock:  # a rebalance waits for the batch in flight
                     assigned = self.consumer.assignment()
-                    await self._process({tp: r for tp, r in fetched.items() if tp in assigned})
+                    fetched = {tp: records for tp, records in fetched.items() if tp in assigned}
+                    if self._ready.issuperset(fetched):
+                        if fetched:
+                            await self._commit(await self._refine(fetched))
+                        break
+                await asyncio.sleep(0.05)  # a partition's state is still being restored: keep its records
 
-    async def _process(self, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        if not fetched:
-            return
+    async def release(self, revoked: list[TopicPartition]) -> None:
+        """On revocation: the batch in flight commits first, then the partitions' state is dropped."""
+        async with self.lock:
+            self._ready.difference_update(revoked)
+            for tp in revoked:
+                self.dedup_for(tp.topic).drop(tp)
+
+    async def recover(self, assigned: list[TopicPartition]) -> None:
+        """On assignment: restore the de-duplication state before any record of it is refined."""
+        log.info("partitions assigned", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
+        async with self.lock:
+            try:
+                for tp in assigned:
+                    entries = await read_changelog(self.settings, tp.topic.removesuffix(".raw"), tp.partition)
+                    self.dedup_for(tp.topic).restore(tp, entries)
+                    self._ready.add(tp)
+            except Exception as exc:  # aiokafka would only log it; without its state a partition must not run
+                self._fatal = exc
+            DEDUP_KEYS.set(sum(state.size() for state in self.dedup.values()))
+
+    async def _refine(self, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> _Refined:
+        """Refine each dataset's share of a batch in one vectorised pass, off the event loop."""
         by_topic: dict[str, list[ConsumerRecord]] = {}
         for tp, records in fetched.items():
             by_topic.setdefault(tp.topic, []).extend(records)
+        topics = []
+        for topic, records in by_topic.items():
+            raw = raw_table(records)
+            result = await asyncio.to_thread(self.refiners[topic.removesuffix(".raw")].refine, raw)
+            topics.append((topic, records, raw, result))
+        return _Refined(fetched, topics)
+
+    async def _commit(self, prepared: _Refined) -> None:
+        """De-duplicate and write a refined batch and its offsets in one transaction."""
         async with self.producer.transaction():
-            for topic, records in by_topic.items():
-                await self._refine_topic(topic, records)
+            for topic, records, raw, result in prepared.topics:
+                await self._emit(topic, records, raw, result)
             for sender in self._senders.values():
                 _, errors = await sender.flush()
                 if errors:
                     raise errors[0]
-            offsets = {tp: records[-1].offset + 1 for tp, records in fetched.items()}
+            offsets = {tp: records[-1].offset + 1 for tp, records in prepared.fetched.items()}
             await self.producer.send_offsets_to_transaction(offsets, self.group_id)
         DEDUP_KEYS.set(sum(state.size() for state in self.dedup.values()))
 
-    async def _refine_topic(self, topic: str, records: list[ConsumerRecord]) -> None:
-        """Refine one dataset's share of the batch (one vectorised pass) and queue its output."""
+    async def _emit(self, topic: str, records: list[ConsumerRecord], raw: pa.Table, result: RefineResult) -> None:
+        """De-duplicate one dataset's refined rows and queue silver, quarantine, changelog and dq."""
         dataset = topic.removesuffix(".raw")
         contract = self.contracts[dataset]
         started = time.perf_counter()
-        raw = raw_table(records)
-        result = await asyncio.to_thread(self.refiners[dataset].refine, raw)
 
         valid = result.valid
         keys = dedup_keys(valid, contract)
