@@ -8,6 +8,8 @@ several problems gets every reason and the per-check counts come for free. The m
 rows are then written column-wise with Arrow; only the rare record that is not JSON is handed to
 orjson, for a readable parse error. Records over ``max_payload_bytes`` are never parsed: their
 quarantined payload keeps the first ``TRUNCATED_PAYLOAD_BYTES`` bytes and the ``size`` reason says so.
+A payload that JSON escaping would swell past ``QUARANTINE_PAYLOAD_BYTES`` (up to six bytes per
+control character) is cut the same way, so that its quarantine record fits the topic.
 
 DuckDB spends time planning every expression of the query on every batch (about 30 ms per batch
 for orders), so the query is kept lean and batches should be thousands of records, not single ones.
@@ -73,6 +75,8 @@ QUARANTINE_SCHEMA = pa.schema(
 )
 TRUNCATED_PAYLOAD_BYTES = 64 * 1024
 """How much of an oversized record the quarantine keeps."""
+QUARANTINE_PAYLOAD_BYTES = 3 * 1024 * 1024
+"""The most a quarantined payload may take escaped as JSON: the quarantine topic takes 4 MiB records."""
 
 # DuckDB's JSON parser accepts two things JSON does not. A trailing comma is found by this pattern,
 # which consumes strings whole so their content never matches; it runs only where the cheap
@@ -209,7 +213,7 @@ class Refiner:
             lineage["partition"],
             lineage["offset"],
             lineage["kafka_timestamp"],
-            payload,
+            _bounded(payload),
             encoding,
             self._reasons(out, raw, payload, rows, fails),
         ]
@@ -319,6 +323,21 @@ def _payloads(text: pa.Array, value: pa.Array) -> tuple[pa.Array, pa.Array]:
     encoding = pc.if_else(pc.is_null(value), "null", "utf-8")
     encoding = pc.replace_with_mask(encoding, undecoded, pa.array([kind for _, kind in late], pa.string()))
     return payload, encoding
+
+
+def _bounded(payload: pa.Array) -> pa.Array:
+    """The payloads, each cut to its first ``TRUNCATED_PAYLOAD_BYTES`` bytes if escaped it would pass
+    ``QUARANTINE_PAYLOAD_BYTES``; only payloads over a sixth of that are measured, one by one."""
+    long = pc.fill_null(pc.greater(pc.binary_length(payload), QUARANTINE_PAYLOAD_BYTES // 6), False)
+    if not pc.any(long).as_py():
+        return payload
+    kept = [
+        text.encode()[:TRUNCATED_PAYLOAD_BYTES].decode("utf-8", "ignore")
+        if len(orjson.dumps(text)) > QUARANTINE_PAYLOAD_BYTES
+        else text
+        for text in payload.filter(long).to_pylist()
+    ]
+    return pc.replace_with_mask(payload, long, pa.array(kept, pa.string()))
 
 
 def _decoded(raw: bytes) -> tuple[str, str]:
@@ -448,9 +467,8 @@ def _typed(spec: FieldSpec, j: str) -> str:
     if kind == "date":
         return f"CASE WHEN regexp_full_match({j}, '{_DATE}') THEN TRY_CAST(trim({j}, '\"') AS DATE) END"
     if kind == "timestamp":
-        iso = (  # upper: DuckDB refuses the lower-case t and z that ISO 8601 and RFC 3339 allow
-            f"WHEN regexp_full_match({j}, '{_ISO_TIMESTAMP}') THEN TRY_CAST(upper(trim({j}, '\"')) AS TIMESTAMPTZ)"
-        )
+        text = f"upper(trim({j}, '\"'))"  # DuckDB refuses the lower-case t and z that RFC 3339 allows
+        iso = f"WHEN regexp_full_match({j}, '{_ISO_TIMESTAMP}') THEN TRY_CAST({text} AS TIMESTAMPTZ)"
         from_ms = f"CAST(epoch_ms(CAST({j} AS BIGINT)) AS TIMESTAMPTZ)"
         epoch = f"WHEN regexp_full_match({j}, '{_EPOCH_MS}') THEN {from_ms}"
         return f"CASE {iso} {epoch if spec.coerce else ''} END"

@@ -29,7 +29,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from archlab.contract import Contract
 from archlab.dedup import DedupState, changelog_topic, encode_event_ms, read_changelog
-from archlab.kafka import KeyedBatchSender
+from archlab.kafka import KeyedBatchSender, partition_for
 from archlab.refine import RAW_SCHEMA, RefineResult, Refiner, RuleOutcome, quarantine_json, silver_json
 from archlab.settings import Settings
 
@@ -200,19 +200,17 @@ class SilverRefiner:
 
         valid = result.valid
         keys = dedup_keys(valid, contract)
-        event_ms = pc.cast(pc.cast(valid[contract.event_time], pa.timestamp("ms", tz="UTC")), pa.int64()).to_pylist()
+        as_ms = pc.cast(valid[contract.event_time], pa.timestamp("ms", tz="UTC"), safe=False)  # drops sub-ms digits
+        event_ms = pc.cast(as_ms, pa.int64()).to_pylist()
         partitions = valid["_source_partition"].to_pylist()
         first = self.dedup_for(topic).first_seen(topic, partitions, keys, event_ms)
         duplicates = first.count(False)
         if duplicates:
             valid = valid.filter(pa.array(first, pa.bool_()))
 
-        # Raw was partitioned by the same key into as many partitions, so a row's source partition
-        # is where the key hashes: keep it and skip hashing every key again.
         silver = self._senders[f"{dataset}.silver"]
-        same_layout = silver.partitions == self._raw_partitions[topic]
-        silver_partitions = valid["_source_partition"].to_pylist() if same_layout else None
-        await silver.send_many(kafka_keys(valid, contract), silver_json(valid), silver_partitions)
+        keys_out = kafka_keys(valid, contract)
+        await silver.send_many(keys_out, silver_json(valid), self._silver_partitions(topic, valid, raw, keys_out))
 
         invalid = result.invalid
         if invalid.num_rows:
@@ -236,6 +234,22 @@ class SilverRefiner:
         REFINED.labels(dataset, "quarantine").inc(result.invalid.num_rows)
         REFINED.labels(dataset, "duplicate").inc(duplicates)
         BATCH_SECONDS.labels(dataset).observe(time.perf_counter() - started)
+
+    def _silver_partitions(
+        self, topic: str, valid: pa.Table, raw: pa.Table, keys: list[bytes | None]
+    ) -> list[int] | None:
+        """Where each silver record goes: where its key hashes. A row whose raw record carried the
+        same key into a topic of as many partitions is already there, so only the others are hashed."""
+        silver = self._senders[f"{topic.removesuffix('.raw')}.silver"]
+        if silver.partitions != self._raw_partitions[topic]:
+            return None
+        rows = pc.index_in(_coordinates(valid["_source_partition"], valid["_source_offset"]),
+                           value_set=_coordinates(raw["partition"], raw["offset"]))
+        raw_keys = raw["key"].take(rows).to_pylist()
+        return [
+            source if key is None or key == raw_key else partition_for(key, silver.partitions)
+            for source, key, raw_key in zip(valid["_source_partition"].to_pylist(), keys, raw_keys, strict=True)
+        ]
 
     async def _send_quality(
         self, dataset: str, records: list[ConsumerRecord], rules: dict[str, RuleOutcome], duplicates: int

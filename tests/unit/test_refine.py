@@ -189,6 +189,16 @@ def test_quarantine_keeps_the_payload_readable(
     assert {"non_utf8", "oversized", "malformed_json"} <= seen
 
 
+def test_a_payload_that_escaping_would_swell_past_the_topic_limit_is_cut() -> None:
+    """Control bytes escape to six characters each: 1 MiB of them must not make a 6 MiB record."""
+    swelling = b"\x01" * (1024 * 1024 - 10)
+    result = refiner("orders").refine(raw_table([swelling, b"not json"]))
+    payloads = result.invalid["payload"].to_pylist()
+    assert payloads[0].encode() == swelling[:TRUNCATED_PAYLOAD_BYTES]
+    assert payloads[1] == "not json"  # a short payload is kept whole
+    assert all(len(record) < 4 * 1024 * 1024 for record in quarantine_json(result.invalid))
+
+
 def test_rule_counts_add_up(dirty: tuple[str, list[GeneratedRecord], RefineResult]) -> None:
     dataset, records, result = dirty
     quarantined_reasons = Counter(
