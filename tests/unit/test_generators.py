@@ -26,6 +26,7 @@ from archlab.generators import (
     available_datasets,
     make_generator,
 )
+from tests.unit.expected import ENUMS
 
 CONTRACTS = Path(__file__).resolve().parents[2] / "contracts"
 START = datetime(2025, 3, 3, 6, 30, tzinfo=UTC)  # a Monday morning
@@ -34,18 +35,6 @@ MINUTE_MS, HOUR_MS, DAY_MS = 60_000, 3_600_000, 86_400_000
 ISO_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 DECIMAL = re.compile(r"^decimal\((\d+),(\d+)\)$")
 
-ENUMS: dict[str, dict[str, set[str]]] = {
-    "orders": {
-        "currency": {"EUR", "USD", "GBP"},
-        "payment_method": {"card", "paypal", "apple_pay", "klarna", "bank_transfer"},
-        "channel": {"web", "app", "marketplace"},
-        "category": {"electronics", "books", "fashion", "home", "beauty", "sports", "toys", "grocery"},
-    },
-    "sensors": {
-        "sensor_type": {"temperature", "humidity", "pressure", "co2"},
-        "unit": {"celsius", "percent", "hpa", "ppm"},
-    },
-}
 UNIT_OF = {"temperature": "celsius", "humidity": "percent", "pressure": "hpa", "co2": "ppm"}
 EURO_COUNTRIES = {"DE", "FR", "NL", "ES", "IT", "BE", "AT", "IE", "PT", "FI"}
 

@@ -34,24 +34,13 @@ from archlab.refine import (
     silver_json,
 )
 from archlab.settings import PROJECT_ROOT
+from tests.unit.expected import ENUMS
 
 CONTRACTS = PROJECT_ROOT / "contracts"
 START = datetime(2025, 3, 3, 6, 30, tzinfo=UTC)
 PARTITION, FIRST_OFFSET = 3, 1000
 ARRIVAL = datetime(2025, 3, 3, 12, 0, tzinfo=UTC)
 DIRTY = DirtyRates(**({kind: 0.03 for kind in DIRTY_KINDS} | {"oversized": 0.001}))
-ENUMS = {
-    "orders": {
-        "currency": {"EUR", "USD", "GBP"},
-        "payment_method": {"card", "paypal", "apple_pay", "klarna", "bank_transfer"},
-        "channel": {"web", "app", "marketplace"},
-        "category": {"electronics", "books", "fashion", "home", "beauty", "sports", "toys", "grocery"},
-    },
-    "sensors": {
-        "sensor_type": {"temperature", "humidity", "pressure", "co2"},
-        "unit": {"celsius", "percent", "hpa", "ppm"},
-    },
-}
 SENSOR_RANGES = {"temperature": (-60, 70), "humidity": (0, 100), "pressure": (850, 1100), "co2": (300, 5000)}
 # A reason that necessarily comes with another: an unknown currency has no euro rate, an unknown unit
 # cannot match its sensor type.
