@@ -6,7 +6,6 @@ half-written Parquet file and a retry with the same key simply replaces the firs
 
 from __future__ import annotations
 
-import asyncio
 import io
 from datetime import datetime
 from pathlib import Path
@@ -98,8 +97,6 @@ class Lake:
         offset = len(self.root) + 1
         return sorted(path[offset:] for path in paths)
 
-    async def awrite_parquet(self, key: str, table: pa.Table) -> int:
-        return await asyncio.to_thread(self.write_parquet, key, table)
 
 
 def partition_folder(layer: str, dataset: str, moment: datetime, subdir: str | None = None) -> str:

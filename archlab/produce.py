@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import orjson
-import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
@@ -89,14 +88,14 @@ async def produce_synthetic(
             yield [(r.key, r.value, r.headers) for r in generator.batch(size)]
             sent += size
 
-    return await _send(settings, topic or f"{dataset}.raw", batches(), _Pacer(rate), stop, progress)
+    return await _send(settings, topic or f"{dataset}.raw", batches(), _Pacer(rate).wait_for, stop, progress)
 
 
 async def _send(
     settings: Settings,
     topic: str,
     batches: Iterator[list[tuple[bytes | None, bytes, tuple[tuple[str, bytes], ...]]]],
-    pacer: _Pacer | Callable[[int], object],
+    pace: Callable[[int], Awaitable[None]],
     stop: asyncio.Event | None,
     progress: Progress | None,
 ) -> Summary:
@@ -111,7 +110,7 @@ async def _send(
         for batch in batches:
             if stop is not None and stop.is_set():
                 break
-            await (pacer.wait_for(sent) if isinstance(pacer, _Pacer) else pacer(sent))  # type: ignore[misc]
+            await pace(sent)
             for key, value, headers in batch:
                 await sender.send(key, value, headers)
             sent += len(batch)

@@ -6,7 +6,6 @@ Secrets have no default: a service started without them fails at once with a cle
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
@@ -60,10 +59,6 @@ class Settings(BaseSettings):
         }
 
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process-wide settings, read once from the environment."""
-    return Settings()  # type: ignore[call-arg]
 
 
 def describe_env_vars(model: type[BaseSettings] = Settings) -> str:

@@ -10,7 +10,7 @@ import pyarrow as pa
 from aiokafka.structs import ConsumerRecord
 
 from archlab.contract import Contract
-from archlab.refine import QUARANTINE_SCHEMA, quarantine_from_json, silver_from_json
+from archlab.refine import quarantine_from_json, silver_from_json
 from archlab.silver import DQ_SCHEMA
 
 

@@ -114,7 +114,6 @@ def service_specs(
     return [*specs, ServiceSpec("ui", ui_argv, http_port=ui_port, title="dashboard")]
 
 
-SERVICES: list[ServiceSpec] = service_specs()
 
 
 # ---------------------------------------------------------------------- pid file

@@ -8,8 +8,8 @@ import platform
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,6 +17,7 @@ import orjson
 
 from archlab.bootstrap import ensure_bucket, ensure_topics
 from archlab.kafka import make_consumer, read_to_end, topic_partitions
+from archlab.produce import produce_synthetic
 from archlab.settings import PROJECT_ROOT, Settings
 from archlab.stack import NativeStack, StackConfig, free_ports
 
@@ -73,6 +74,38 @@ async def wait_committed(settings: Settings, group: str, topic: str, poll_s: flo
             await asyncio.sleep(poll_s)
     finally:
         await consumer.stop()
+
+
+Component = Callable[[Settings, str, str], AbstractAsyncContextManager[Callable[[asyncio.Event], Awaitable[None]]]]
+
+
+async def against_consume_only(events: int, label: str, target: float, component: Component) -> dict[str, object]:
+    """Run a started component over ``events`` orders until its group has committed them all, and
+    compare its rate with a bare aiokafka read of the same topic in the same run."""
+    with throwaway_stack() as settings:
+        dataset = await fresh_dataset(settings)
+        topic = f"{dataset}.raw"
+        produced = await produce_synthetic(settings, "orders", count=events, rate=0, seed=1, topic=topic)
+        consumed, consume_s = await consume_only_rate(settings, topic)
+        group = f"{label}-{dataset}"
+        async with component(settings, dataset, group) as run:
+            stop = asyncio.Event()
+            started = time.perf_counter()
+            task = asyncio.create_task(run(stop))
+            await wait_committed(settings, group, topic, poll_s=0.05)
+            elapsed = time.perf_counter() - started
+            stop.set()
+            await task
+    consume_rate = consumed / consume_s
+    rate = events / elapsed
+    return {
+        "events": events,
+        "produce_events_per_s": round(produced.rate),
+        "consume_only_events_per_s": round(consume_rate),
+        f"{label}_events_per_s": round(rate),
+        f"ratio_{label}_to_consume_only": round(rate / consume_rate, 3),
+        "target_ratio": target,
+    }
 
 
 def report(name: str, title: str, result: dict[str, object]) -> None:

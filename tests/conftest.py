@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from archlab.bootstrap import ensure_bucket
-from archlab.settings import Settings, get_settings
+from archlab.settings import Settings
 from archlab.stack import NativeStack, NotProvisionedError, StackConfig, free_ports
 
 
@@ -42,12 +42,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NativeStack]:
             env.setenv("LAB_S3_ACCESS_KEY", config.access_key)
             env.setenv("LAB_S3_SECRET_KEY", config.secret_key)
             env.setenv("LAB_BUCKET", "lake-test")
-            get_settings.cache_clear()
             ensure_bucket(Settings())  # type: ignore[call-arg]
             yield native
         finally:
             native.stop()
-            get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")
