@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import re
 import signal
 import subprocess
@@ -99,6 +100,19 @@ def start_service(request: pytest.FixtureRequest) -> Iterator[Callable[..., Serv
     yield start
     for service in started:
         service.close()
+
+
+async def kill9_repeatedly(start: Callable[[], ServiceProcess], times: int, seed: int) -> ServiceProcess:
+    """Start a service, then ``times`` times: wait until it works, kill -9 it at a random moment,
+    start it again. Returns the last instance, still running."""
+    rng = random.Random(seed)
+    service = start()
+    for _ in range(times):
+        await service.working()
+        await asyncio.sleep(rng.uniform(0.3, 2.0))
+        service.kill9()
+        service = start()
+    return service
 
 
 async def read_topic(settings: Settings, topic: str) -> dict[tuple[int, int], bytes]:

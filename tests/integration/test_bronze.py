@@ -4,7 +4,6 @@ byte, through crashes, a MinIO outage and a second instance."""
 from __future__ import annotations
 
 import asyncio
-import random
 import re
 
 import pytest
@@ -17,12 +16,18 @@ from archlab.landing import LakeSink, RollPolicy
 from archlab.produce import produce_synthetic
 from archlab.query import connect, layer_glob
 from archlab.settings import Settings
-from tests.integration.conftest import assert_exactly_once, bronze_rows, read_topic, wait_until
+from tests.integration.conftest import assert_exactly_once, bronze_rows, kill9_repeatedly, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
 
 EVERY_KIND = DirtyRates(**{kind: 0.03 for kind in DIRTY_KINDS} | {"oversized": 0.001})
 OBJECT_KEY = re.compile(r"^bronze/(?P<ds>\w+)/dt=\d{4}-\d{2}-\d{2}/hour=\d{2}/part-\d{3}-\d{20}\.parquet$")
+
+
+def _sink_env(dataset: str, flush_records: int) -> dict[str, str]:
+    """A bronze_sink process of its own for this test's dataset, flushing often."""
+    return {"LAB_DATASETS": dataset, "LAB_BRONZE_GROUP": f"bronze-{dataset}",
+            "LAB_FLUSH_RECORDS": str(flush_records), "LAB_FLUSH_INTERVAL_S": "0.5"}
 
 
 async def _land_in_process(settings: Settings, lake: Lake, dataset: str, expected: int) -> None:
@@ -92,18 +97,11 @@ async def test_uncommitted_flush_is_undone_not_duplicated(settings: Settings, la
 async def test_kill9_of_bronze_sink_five_times_keeps_exactly_once(
     settings: Settings, lake: Lake, fresh_dataset: str, start_service
 ) -> None:
-    env = {"LAB_DATASETS": fresh_dataset, "LAB_BRONZE_GROUP": f"bronze-{fresh_dataset}",
-           "LAB_FLUSH_RECORDS": "3000", "LAB_FLUSH_INTERVAL_S": "0.5"}
-    sink = start_service("bronze_sink", **env)
+    env = _sink_env(fresh_dataset, flush_records=3000)
     producing = asyncio.create_task(
         produce_synthetic(settings, "orders", count=100_000, rate=3_000, seed=11, topic=f"{fresh_dataset}.raw")
     )
-    rng = random.Random(5)
-    for _ in range(5):
-        await sink.working()
-        await asyncio.sleep(rng.uniform(0.3, 2.0))
-        sink.kill9()
-        sink = start_service("bronze_sink", **env)
+    sink = await kill9_repeatedly(lambda: start_service("bronze_sink", **env), times=5, seed=5)
     summary = await producing
     assert summary.sent == 100_000
     sent = await read_topic(settings, f"{fresh_dataset}.raw")
@@ -115,8 +113,7 @@ async def test_kill9_of_bronze_sink_five_times_keeps_exactly_once(
 async def test_minio_outage_of_30s_loses_and_doubles_nothing(
     settings: Settings, lake: Lake, fresh_dataset: str, start_service, stack
 ) -> None:
-    env = {"LAB_DATASETS": fresh_dataset, "LAB_BRONZE_GROUP": f"bronze-{fresh_dataset}",
-           "LAB_FLUSH_RECORDS": "2000", "LAB_FLUSH_INTERVAL_S": "0.5"}
+    env = _sink_env(fresh_dataset, flush_records=2000)
     sink = start_service("bronze_sink", **env)
     producing = asyncio.create_task(
         produce_synthetic(settings, "orders", count=40_000, rate=1_000, seed=13, topic=f"{fresh_dataset}.raw")
@@ -138,8 +135,7 @@ async def test_minio_outage_of_30s_loses_and_doubles_nothing(
 async def test_two_instances_share_partitions_one_stopped_midway(
     settings: Settings, lake: Lake, fresh_dataset: str, start_service
 ) -> None:
-    env = {"LAB_DATASETS": fresh_dataset, "LAB_BRONZE_GROUP": f"bronze-{fresh_dataset}",
-           "LAB_FLUSH_RECORDS": "2000", "LAB_FLUSH_INTERVAL_S": "0.5"}
+    env = _sink_env(fresh_dataset, flush_records=2000)
     first = start_service("bronze_sink", **env)
     second = start_service("bronze_sink", **env)
     producing = asyncio.create_task(

@@ -21,7 +21,7 @@ from archlab.lake import Lake
 from archlab.produce import produce_synthetic
 from archlab.query import connect, layer_glob
 from archlab.settings import PROJECT_ROOT, Settings
-from tests.integration.conftest import read_all, wait_until
+from tests.integration.conftest import kill9_repeatedly, read_all, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -207,16 +207,10 @@ async def test_kill9_of_silver_refiner_five_times_keeps_exactly_once(
 ) -> None:
     dataset, contracts = orders_like
     env = _env(dataset, contracts)
-    refiner = start_service("silver_refiner", **env)
     producing = asyncio.create_task(
         produce_synthetic(settings, "orders", count=100_000, rate=3_000, seed=8, topic=f"{dataset}.raw")
     )
-    rng = random.Random(9)
-    for _ in range(5):
-        await refiner.working()
-        await asyncio.sleep(rng.uniform(0.3, 2.0))
-        refiner.kill9()
-        refiner = start_service("silver_refiner", **env)
+    refiner = await kill9_repeatedly(lambda: start_service("silver_refiner", **env), times=5, seed=9)
     assert (await producing).sent == 100_000
     raw = await read_all(settings, f"{dataset}.raw")
     duplicates = {(r.partition, r.offset) for r in raw if dict(r.headers).get(INJECTED_HEADER) == b"duplicate"}
