@@ -106,6 +106,7 @@ async def test_kill9_of_bronze_sink_five_times_keeps_exactly_once(
     assert summary.sent == 100_000
     sent = await read_topic(settings, f"{fresh_dataset}.raw")
     await asyncio.to_thread(wait_until, lambda: len(bronze_rows(lake, fresh_dataset)) >= len(sent), 90, "bronze")
+    await sink.working()  # the last restart came up (and so can stop gracefully)
     assert sink.terminate() == 0, sink.log_tail()
     assert_exactly_once(bronze_rows(lake, fresh_dataset), sent)
 

@@ -215,6 +215,7 @@ async def test_kill9_of_silver_refiner_five_times_keeps_exactly_once(
     raw = await read_all(settings, f"{dataset}.raw")
     duplicates = {(r.partition, r.offset) for r in raw if dict(r.headers).get(INJECTED_HEADER) == b"duplicate"}
     silver, quarantine = await _settled(settings, dataset, len(raw) - len(duplicates), 180)
+    await refiner.working()  # the last restart came up (and so can stop gracefully)
     assert refiner.terminate() == 0, refiner.log_tail()
     landed = lineage(silver, quarantine)
     assert len(landed) == len(set(landed)), f"{len(landed) - len(set(landed))} records came out twice"
