@@ -20,7 +20,7 @@ from archlab.settings import Settings
 log = logging.getLogger(__name__)
 
 #: Topic layers of a dataset: ``<dataset>.<layer>``.
-TOPIC_LAYERS = ("raw", "silver", "quarantine", "gold", "silver-dedup", "dq")
+TOPIC_LAYERS = ("raw", "silver", "quarantine", "gold", "silver-dedup", "dq", "gold-shuffle", "gold-state")
 #: Per-layer topic configs. Raw must take whatever arrives (oversized payloads included, up to
 #: 4 MiB) and quarantine carries such payloads on; gold holds the latest aggregate per key, so
 #: only the newest record per key needs to be kept.
@@ -31,6 +31,8 @@ TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     "gold": {"cleanup.policy": "compact"},
     # silver_refiner's de-duplication state (latest entry per key) and its quality counts.
     "silver-dedup": {"cleanup.policy": "compact"},
+    # gold_aggregator's window state: deltas, tombstoned once a window is forgotten.
+    "gold-state": {"cleanup.policy": "compact"},
 }
 
 

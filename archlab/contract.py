@@ -129,6 +129,24 @@ def parse_duration(value: object) -> object:
     return value
 
 
+GOLD_COLUMNS = ("aggregate", "window_start", "window_end", "events", "late_events", "final", "revision", "watermark")
+"""Columns of every gold row besides its dimensions and measures."""
+
+
+def measure_type(measure: Measure, columns: dict[str, str]) -> str | None:
+    """The contract type of a measure's result (None when its field is unknown)."""
+    if measure.fn in ("count", "count_distinct", "count_if"):
+        return "int"
+    if measure.fn in ("avg", "ratio"):
+        return "float"
+    if measure.field not in columns:
+        return None
+    source = columns[measure.field]
+    if measure.fn == "sum" and base_type(source) == "decimal":
+        return f"decimal(38,{decimal_digits(source)[1]})"
+    return source
+
+
 def quote(name: str) -> str:
     """A SQL identifier, double-quoted."""
     return '"' + name.replace('"', '""') + '"'
@@ -247,6 +265,74 @@ class Dedup(BaseModel):
     horizon: Annotated[timedelta, BeforeValidator(parse_duration), Field(gt=timedelta(0))]
 
 
+MEASURE_FUNCTIONS = ("count", "count_distinct", "sum", "avg", "min", "max", "count_if", "ratio")
+"""What a measure can compute; ``ratio`` divides two other measures of the same aggregate."""
+
+
+class Measure(BaseModel):
+    """One figure of an aggregate window, e.g. ``{name: revenue_eur, fn: sum, field: amount_eur}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Name
+    fn: Literal["count", "count_distinct", "sum", "avg", "min", "max", "count_if", "ratio"]
+    field: str | None = None
+    condition: str | None = None
+    of: tuple[str, str] | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _arguments_fit_the_function(self) -> Measure:
+        wants_field = self.fn in ("count_distinct", "sum", "avg", "min", "max")
+        if wants_field and self.field is None:
+            raise ValueError(f"{self.fn} needs a field")
+        if self.fn in ("count_if", "ratio") and self.field is not None:
+            raise ValueError(f"{self.fn} takes no field")
+        if (self.fn == "count_if") != (self.condition is not None):
+            raise ValueError("condition is for count_if, and count_if needs one")
+        if (self.fn == "ratio") != (self.of is not None):
+            raise ValueError("of: [numerator, denominator] is for ratio, and ratio needs it")
+        return self
+
+
+class Aggregate(BaseModel):
+    """Tumbling event-time windows of one size, grouped by dimensions, with measures.
+
+    ``grace`` is how far behind the highest event time a window stays open for late events;
+    ``retention`` is how long after closing a window is remembered, so that an event arriving even
+    later still marks it as having missed late data.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Name
+    window: Annotated[timedelta, BeforeValidator(parse_duration), Field(gt=timedelta(0), le=timedelta(days=1))]
+    grace: Annotated[timedelta, BeforeValidator(parse_duration), Field(ge=timedelta(0))] = timedelta(minutes=10)
+    retention: Annotated[timedelta, BeforeValidator(parse_duration), Field(ge=timedelta(0))] = timedelta(hours=1)
+    group_by: list[str] = []
+    measures: Annotated[list[Measure], Field(min_length=1)]
+    description: str = ""
+
+    @field_validator("window")
+    @classmethod
+    def _divides_a_day(cls, value: timedelta) -> timedelta:
+        if timedelta(days=1) % value or value % timedelta(milliseconds=1):
+            raise ValueError("a window must divide a day into whole windows, e.g. 1m, 5m, 15m, 1h, 1d")
+        return value
+
+    @property
+    def window_ms(self) -> int:
+        return int(self.window / timedelta(milliseconds=1))
+
+    @property
+    def grace_ms(self) -> int:
+        return int(self.grace / timedelta(milliseconds=1))
+
+    @property
+    def retention_ms(self) -> int:
+        return int(self.retention / timedelta(milliseconds=1))
+
+
 class Contract(BaseModel):
     """A dataset: its schema, event time and Kafka key, and the checks that sort its events."""
 
@@ -264,6 +350,7 @@ class Contract(BaseModel):
     derived: list[Derived] = []
     rules: list[Rule] = []
     dedup: Dedup | None = None
+    aggregates: list[Aggregate] = []
 
     @model_validator(mode="after")
     def _references_exist(self) -> Contract:
@@ -298,9 +385,87 @@ class Contract(BaseModel):
         problems += [
             f"rules.{name}: {name!r} is a built-in check name" for name in rule_names if name in ENGINE_CHECKS
         ]
+        problems += self._aggregate_problems()
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _aggregate_problems(self) -> list[str]:
+        """Dimensions and measure fields must be silver columns; names and output types must agree."""
+        problems = []
+        columns = dict(self._silver_types())
+        names = [a.name for a in self.aggregates]
+        problems += [f"aggregates.{n}: aggregate name used more than once" for n in sorted(set(names)) if names.count(n) > 1]
+        outputs: dict[str, tuple[str, str]] = {}  # gold column -> (type, where)
+        for aggregate in self.aggregates:
+            where = f"aggregates.{aggregate.name}"
+            for dim in aggregate.group_by:
+                if dim not in columns:
+                    problems.append(f"{where}.group_by: {dim!r} is not a silver column")
+            measures = {m.name: m for m in aggregate.measures}
+            for measure in aggregate.measures:
+                at = f"{where}.measures.{measure.name}"
+                if measure.field is not None and measure.field not in columns:
+                    problems.append(f"{at}: field {measure.field!r} is not a silver column")
+                    continue
+                if measure.fn in ("sum", "avg") and base_type(columns[measure.field]) not in NUMERIC_TYPES:
+                    problems.append(f"{at}: {measure.fn} needs a number, {measure.field!r} is {columns[measure.field]}")
+                if measure.fn in ("min", "max") and base_type(columns[measure.field]) not in NUMERIC_TYPES:
+                    problems.append(f"{at}: {measure.fn} needs a number, {measure.field!r} is {columns[measure.field]}")
+                if measure.of is not None:
+                    problems += [f"{at}.of: {name!r} is not a measure of {aggregate.name}"
+                                 for name in measure.of if name not in measures or name == measure.name]
+                if measure.name in GOLD_COLUMNS:
+                    problems.append(f"{at}: name {measure.name!r} is reserved for gold bookkeeping")
+                out = measure_type(measure, columns)
+                if out is not None:
+                    previous = outputs.setdefault(measure.name, (out, at))
+                    if previous[0] != out:
+                        problems.append(f"{at}: gives {out}, but {previous[1]} of the same name gives {previous[0]}")
+            for dim in aggregate.group_by:
+                if dim in outputs:
+                    problems.append(f"{where}.group_by: {dim!r} is also a measure name")
+        return problems
+
+    def _silver_types(self) -> list[tuple[str, str]]:
+        """Every silver column a gold aggregate may read, with its contract type."""
+        types = [(name, spec.type) for name, spec in self.fields.items()]
+        types += [(spec.name, spec.type) for spec in self.derived]
+        types += [(spec.output_name(col), t) for spec in self.enrichment for col, t in spec.columns.items()]
+        return types
+
+    @cached_property
+    def gold_schema(self) -> pa.Schema:
+        """Schema of every gold row of the dataset: key columns, every dimension and measure of any
+        aggregate (null where an aggregate has no such column), then the window's bookkeeping."""
+        columns = dict(self._silver_types())
+        dims: dict[str, pa.DataType] = {}
+        measures: dict[str, pa.DataType] = {}
+        for aggregate in self.aggregates:
+            for dim in aggregate.group_by:
+                dims.setdefault(dim, arrow_type(columns[dim]))
+            for measure in aggregate.measures:
+                measures.setdefault(measure.name, arrow_type(measure_type(measure, columns) or "float"))
+        return pa.schema(
+            [
+                pa.field("aggregate", pa.string(), nullable=False),
+                pa.field("window_start", pa.timestamp("ms", tz="UTC"), nullable=False),
+                pa.field("window_end", pa.timestamp("ms", tz="UTC"), nullable=False),
+                *(pa.field(name, type_) for name, type_ in dims.items()),
+                *(pa.field(name, type_) for name, type_ in measures.items()),
+                pa.field("events", pa.int64(), nullable=False),
+                pa.field("late_events", pa.int64(), nullable=False),
+                pa.field("final", pa.bool_(), nullable=False),
+                pa.field("revision", pa.int64(), nullable=False),
+                pa.field("watermark", pa.timestamp("ms", tz="UTC")),
+            ]
+        )
+
+    def aggregate(self, name: str) -> Aggregate:
+        for aggregate in self.aggregates:
+            if aggregate.name == name:
+                return aggregate
+        raise KeyError(name)
 
     def _column_names(self) -> list[tuple[str, str]]:
         """Every name a batch column or SQL scope gets, with where it is declared."""
@@ -480,6 +645,24 @@ def check_sql(contract: Contract, contracts_dir: Path) -> list[str]:
             problem = None if result == "BOOLEAN" else f"sql must be a boolean expression, but gives {result}"
         if problem:
             problems.append(f"rules.{rule.name}: {problem}")
+    return problems + _check_conditions(contract, con)
+
+
+def _check_conditions(contract: Contract, con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Each ``count_if`` condition must be a boolean expression over silver columns."""
+    problems = []
+    columns = ", ".join(f"{quote(name)} {sql_type(t)}" for name, t in contract._silver_types())
+    con.execute(f"CREATE TABLE silver ({columns})")
+    for aggregate in contract.aggregates:
+        for measure in aggregate.measures:
+            if measure.condition is None:
+                continue
+            problem = _bind(con, measure.condition, f"SELECT * FROM silver WHERE ({measure.condition})")
+            if problem is None:
+                result = con.execute(f"DESCRIBE SELECT ({measure.condition}) AS r FROM silver").fetchall()[0][1]
+                problem = None if result == "BOOLEAN" else f"condition must be boolean, but gives {result}"
+            if problem:
+                problems.append(f"aggregates.{aggregate.name}.measures.{measure.name}.condition: {problem}")
     return problems
 
 
