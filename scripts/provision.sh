@@ -2,6 +2,7 @@
 # Provision the native infrastructure into the git-ignored cache folder (.stack/ by default):
 #   .stack/kafka/libs/  Apache Kafka broker + console tools + log4j2 backend (jars from Maven Central)
 #   .stack/bin/minio    MinIO server built from source with `go install`
+#   chromium            Debian's headless browser for the dashboard's browser test (apt-get)
 # Versions come from infra/versions.env. Idempotent: each part is skipped when its stamp file
 # records the same versions, so a warm run takes about a second.
 #
@@ -86,6 +87,26 @@ else
     || die "go install of MinIO failed (see the output above)"
   echo "$minio_stamp" > "$BIN_DIR/.minio.stamp"
   log "minio: built $minio_bin ($(elapsed "$t"))"
+fi
+
+# --- Chromium (browser test of the dashboard) ---------------------------------------------------
+# Debian's own package: Playwright drives it through `executable_path`, so nothing is downloaded at
+# test time. apt-get needs root: sudo when available. LAB_SKIP_CHROMIUM=1 skips it (no browser test).
+if [[ "${LAB_SKIP_CHROMIUM:-0}" == "1" ]]; then
+  log "chromium: skipped (LAB_SKIP_CHROMIUM=1)"
+elif [[ $FORCE == 0 ]] && command -v chromium >/dev/null; then
+  log "chromium: up to date ($(chromium --version 2>/dev/null | head -n1))"
+else
+  t=$(now)
+  if [[ $(id -u) == 0 ]]; then SUDO=(); elif command -v sudo >/dev/null; then SUDO=(sudo -n); else
+    die "chromium not found and not root: install it (apt-get install chromium) or set LAB_SKIP_CHROMIUM=1"; fi
+  log "chromium: apt-get install chromium"
+  if ! { "${SUDO[@]}" apt-get update -qq && DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq \
+      --no-install-recommends chromium; } > "$STACK_HOME/chromium-apt.log" 2>&1; then
+    tail -n 20 "$STACK_HOME/chromium-apt.log" >&2
+    die "apt-get could not install chromium (full log: $STACK_HOME/chromium-apt.log)"
+  fi
+  log "chromium: $(chromium --version 2>/dev/null | head -n1) ($(elapsed "$t"))"
 fi
 
 # --- verification -------------------------------------------------------------------------------
