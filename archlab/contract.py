@@ -48,6 +48,8 @@ _SQL_TYPES = {
     "date": "DATE",
 }
 NUMERIC_TYPES = ("int", "float", "decimal")
+KEY_TYPES = ("string", "int", "bool")
+"""Types whose values keep their identity through JSON: gold dimensions and distinct-counted fields."""
 DEFAULT_NULL_TOKENS = ("", "NA", "N/A", "null")
 MIB = 1024 * 1024
 ENGINE_CHECKS = ("size", "utf8", "json")
@@ -402,12 +404,16 @@ class Contract(BaseModel):
             for dim in aggregate.group_by:
                 if dim not in columns:
                     problems.append(f"{where}.group_by: {dim!r} is not a silver column")
+                elif columns[dim] not in KEY_TYPES:
+                    problems.append(f"{where}.group_by: {dim!r} is {columns[dim]}; a dimension must be string, int or bool")
             measures = {m.name: m for m in aggregate.measures}
             for measure in aggregate.measures:
                 at = f"{where}.measures.{measure.name}"
                 if measure.field is not None and measure.field not in columns:
                     problems.append(f"{at}: field {measure.field!r} is not a silver column")
                     continue
+                if measure.fn == "count_distinct" and columns[measure.field] not in KEY_TYPES:
+                    problems.append(f"{at}: count_distinct counts string, int or bool values, {measure.field!r} is {columns[measure.field]}")
                 if measure.fn in ("sum", "avg") and base_type(columns[measure.field]) not in NUMERIC_TYPES:
                     problems.append(f"{at}: {measure.fn} needs a number, {measure.field!r} is {columns[measure.field]}")
                 if measure.fn in ("min", "max") and base_type(columns[measure.field]) not in NUMERIC_TYPES:

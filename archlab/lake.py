@@ -80,6 +80,10 @@ class Lake:
         self.write_bytes(key, data)
         return len(data)
 
+    def read_parquet(self, key: str) -> pa.Table | None:
+        data = self.read_bytes(key)
+        return None if data is None else pq.read_table(pa.BufferReader(data))
+
     def delete(self, keys: list[str]) -> None:
         """Delete objects, ignoring those that are already gone."""
         for key in keys:

@@ -610,7 +610,7 @@ def _wire_type(data_type: pa.DataType) -> pa.DataType:
     return pa.string() if textual else data_type
 
 
-def _to_json(table: pa.Table) -> list[bytes]:
+def to_wire_json(table: pa.Table) -> list[bytes]:
     con = _wire_connection()
     con.register("lab_wire", table)
     try:
@@ -621,7 +621,7 @@ def _to_json(table: pa.Table) -> list[bytes]:
     return lines["line"].cast(pa.binary()).to_pylist()
 
 
-def _from_json(values: list[bytes], schema: pa.Schema) -> pa.Table:
+def from_wire_json(values: list[bytes], schema: pa.Schema) -> pa.Table:
     if not values:
         return schema.empty_table()
     data = b"\n".join(values)
@@ -636,19 +636,19 @@ def _from_json(values: list[bytes], schema: pa.Schema) -> pa.Table:
 
 def silver_json(valid: pa.Table) -> list[bytes]:
     """One compact JSON object per silver row (timestamps ISO-8601 with Z, decimals as strings)."""
-    return _to_json(valid)
+    return to_wire_json(valid)
 
 
 def silver_from_json(values: list[bytes], contract: Contract) -> pa.Table:
     """Silver rows back from ``silver_json`` output, in exactly ``contract.silver_schema``."""
-    return _from_json(values, contract.silver_schema)
+    return from_wire_json(values, contract.silver_schema)
 
 
 def quarantine_json(invalid: pa.Table) -> list[bytes]:
     """One compact JSON object per quarantine row."""
-    return _to_json(invalid)
+    return to_wire_json(invalid)
 
 
 def quarantine_from_json(values: list[bytes]) -> pa.Table:
     """Quarantine rows back from ``quarantine_json`` output, in exactly ``QUARANTINE_SCHEMA``."""
-    return _from_json(values, QUARANTINE_SCHEMA)
+    return from_wire_json(values, QUARANTINE_SCHEMA)

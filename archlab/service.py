@@ -71,3 +71,15 @@ async def _supervise(name: str, main: Callable[[S, asyncio.Event], Awaitable[Non
     log.info("starting", service=name)
     await main(settings, stop)
     log.info("stopped", service=name)
+
+
+async def run_together(stop: asyncio.Event, *parts: Awaitable[None]) -> None:
+    """Run a service's parts until all return; when one fails, stop the others and fail loudly."""
+    tasks = [asyncio.ensure_future(part) for part in parts]
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    for task in done:
+        if task.exception() is not None:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise task.exception()  # type: ignore[misc]
+    await asyncio.gather(*tasks)

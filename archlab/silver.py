@@ -1,14 +1,10 @@
 """Raw to silver + quarantine, exactly once: one Kafka transaction per consumed batch.
 
 Each batch of raw records is refined by the contract (vectorised, :mod:`archlab.refine`), its
-valid rows de-duplicated, and then, inside ONE transaction: valid rows go to ``<dataset>.silver``,
-invalid ones to ``<dataset>.quarantine``, the new de-duplication keys to the changelog, the
-batch's quality counts to ``<dataset>.dq``, and the consumed offsets to the consumer group
-(``send_offsets_to_transaction``). A crash at any moment leaves either all of it or none of it;
-downstream readers use ``read_committed``.
-
-The transactional id is stable per instance (``LAB_INSTANCE_ID``), so a restarted refiner fences
-its dead predecessor and aborts its open transaction at once instead of blocking readers.
+valid rows de-duplicated, and then, inside ONE transaction (:mod:`archlab.transactional`): valid
+rows go to ``<dataset>.silver``, invalid ones to ``<dataset>.quarantine``, the new
+de-duplication keys to the changelog, the batch's quality counts to ``<dataset>.dq``, and the
+consumed offsets to the consumer group.
 """
 
 from __future__ import annotations
@@ -23,15 +19,16 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Gauge, Histogram
 
 from archlab.contract import Contract
 from archlab.dedup import DedupState, changelog_topic, encode_event_ms, read_changelog
-from archlab.kafka import KeyedBatchSender, partition_for
+from archlab.kafka import partition_for
 from archlab.refine import RAW_SCHEMA, RefineResult, Refiner, RuleOutcome, quarantine_json, silver_json
 from archlab.settings import Settings
+from archlab.transactional import Fetched, TransactionalProcessor
 
 log = structlog.get_logger(__name__)
 
@@ -73,26 +70,14 @@ def kafka_keys(table: pa.Table, contract: Contract) -> list[bytes | None]:
     return [None if value is None else value.encode() for value in joined.to_pylist()]
 
 
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, refiner: SilverRefiner) -> None:
-        self._refiner = refiner
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self._refiner.release(revoked)
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        await self._refiner.recover(assigned)
-
-
 @dataclass(frozen=True, slots=True)
 class _Refined:
     """A fetched batch, refined, ready for its transaction."""
 
-    fetched: dict[TopicPartition, list[ConsumerRecord]]
     topics: list[tuple[str, list[ConsumerRecord], pa.Table, RefineResult]]
 
 
-class SilverRefiner:
+class SilverRefiner(TransactionalProcessor):
     """Consume raw, refine, de-duplicate and produce the outcome transactionally, batch by batch."""
 
     def __init__(
@@ -105,69 +90,37 @@ class SilverRefiner:
         group_id: str,
         max_batch: int = 5_000,
     ) -> None:
+        super().__init__(consumer, producer, group_id=group_id, max_batch=max_batch)
         self.settings = settings
         self.contracts = contracts
-        self.consumer = consumer
-        self.producer = producer
-        self.group_id = group_id
-        self.max_batch = max_batch
         self.refiners = {name: Refiner(contract, settings.contracts_dir) for name, contract in contracts.items()}
         self.dedup = {
             f"{name}.raw": DedupState(int(contract.dedup.horizon.total_seconds() * 1000))
             for name, contract in contracts.items()
         }
-        self.lock = asyncio.Lock()
-        self.listener = _Rebalance(self)
-        self._senders: dict[str, KeyedBatchSender] = {}
         self._raw_partitions: dict[str, int] = {}
-        self._ready: set[TopicPartition] = set()  # assigned and de-duplication state restored
-        self._fatal: BaseException | None = None
 
     def dedup_for(self, raw_topic: str) -> DedupState:
         return self.dedup[raw_topic]
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Fetch, refine and commit batch after batch until ``stop``."""
         for name in self.contracts:
-            for topic in (f"{name}.silver", f"{name}.quarantine", changelog_topic(name), f"{name}.dq"):
-                self._senders[topic] = await KeyedBatchSender.for_topic(self.producer, topic)
+            await self.open_senders([f"{name}.silver", f"{name}.quarantine", changelog_topic(name), f"{name}.dq"])
             self._raw_partitions[f"{name}.raw"] = len(await self.producer.partitions_for(f"{name}.raw"))
-        while not stop.is_set():
-            fetched = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
-            fetched = {tp: records for tp, records in fetched.items() if records}
-            while fetched:
-                if self._fatal is not None:
-                    raise self._fatal
-                async with self.lock:  # a rebalance waits for the batch in flight
-                    assigned = self.consumer.assignment()
-                    fetched = {tp: records for tp, records in fetched.items() if tp in assigned}
-                    if self._ready.issuperset(fetched):
-                        if fetched:
-                            await self._commit(await self._refine(fetched))
-                        break
-                await asyncio.sleep(0.05)  # a partition's state is still being restored: keep its records
+        await super().run(stop)
 
-    async def release(self, revoked: list[TopicPartition]) -> None:
-        """On revocation: the batch in flight commits first, then the partitions' state is dropped."""
-        async with self.lock:
-            self._ready.difference_update(revoked)
-            for tp in revoked:
-                self.dedup_for(tp.topic).drop(tp)
+    def forget(self, revoked: list[TopicPartition]) -> None:
+        for tp in revoked:
+            self.dedup_for(tp.topic).drop(tp)
 
-    async def recover(self, assigned: list[TopicPartition]) -> None:
-        """On assignment: restore the de-duplication state before any record of it is refined."""
-        log.info("partitions assigned", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
-        async with self.lock:
-            try:
-                for tp in assigned:
-                    entries = await read_changelog(self.settings, tp.topic.removesuffix(".raw"), tp.partition)
-                    self.dedup_for(tp.topic).restore(tp, entries)
-                    self._ready.add(tp)
-            except Exception as exc:  # aiokafka would only log it; without its state a partition must not run
-                self._fatal = exc
-            DEDUP_KEYS.set(sum(state.size() for state in self.dedup.values()))
+    async def restore(self, tp: TopicPartition) -> None:
+        entries = await read_changelog(self.settings, tp.topic.removesuffix(".raw"), tp.partition)
+        self.dedup_for(tp.topic).restore(tp, entries)
 
-    async def _refine(self, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> _Refined:
+    def committed(self) -> None:
+        DEDUP_KEYS.set(sum(state.size() for state in self.dedup.values()))
+
+    async def prepare(self, fetched: Fetched) -> _Refined:
         """Refine each dataset's share of a batch in one vectorised pass, off the event loop."""
         by_topic: dict[str, list[ConsumerRecord]] = {}
         for tp, records in fetched.items():
@@ -177,20 +130,12 @@ class SilverRefiner:
             raw = raw_table(records)
             result = await asyncio.to_thread(self.refiners[topic.removesuffix(".raw")].refine, raw)
             topics.append((topic, records, raw, result))
-        return _Refined(fetched, topics)
+        return _Refined(topics)
 
-    async def _commit(self, prepared: _Refined) -> None:
-        """De-duplicate and write a refined batch and its offsets in one transaction."""
-        async with self.producer.transaction():
-            for topic, records, raw, result in prepared.topics:
-                await self._emit(topic, records, raw, result)
-            for sender in self._senders.values():
-                _, errors = await sender.flush()
-                if errors:
-                    raise errors[0]
-            offsets = {tp: records[-1].offset + 1 for tp, records in prepared.fetched.items()}
-            await self.producer.send_offsets_to_transaction(offsets, self.group_id)
-        DEDUP_KEYS.set(sum(state.size() for state in self.dedup.values()))
+    async def emit(self, prepared: _Refined) -> None:
+        """De-duplicate each dataset's refined rows and queue its outputs."""
+        for topic, records, raw, result in prepared.topics:
+            await self._emit(topic, records, raw, result)
 
     async def _emit(self, topic: str, records: list[ConsumerRecord], raw: pa.Table, result: RefineResult) -> None:
         """De-duplicate one dataset's refined rows and queue silver, quarantine, changelog and dq."""
@@ -208,13 +153,13 @@ class SilverRefiner:
         if duplicates:
             valid = valid.filter(pa.array(first, pa.bool_()))
 
-        silver = self._senders[f"{dataset}.silver"]
+        silver = self.senders[f"{dataset}.silver"]
         keys_out = kafka_keys(valid, contract)
         await silver.send_many(keys_out, silver_json(valid), self._silver_partitions(topic, valid, raw, keys_out))
 
         invalid = result.invalid
         if invalid.num_rows:
-            quarantine = self._senders[f"{dataset}.quarantine"]
+            quarantine = self.senders[f"{dataset}.quarantine"]
             rows = pc.index_in(_coordinates(invalid["source_partition"], invalid["source_offset"]),
                                value_set=_coordinates(raw["partition"], raw["offset"]))
             keys_of_invalid = raw["key"].take(rows).to_pylist()
@@ -225,7 +170,7 @@ class SilverRefiner:
         new_rows = [(p, k, ms) for p, k, ms, is_new in zip(partitions, keys, event_ms, first) if is_new]
         if new_rows:
             changelog_partitions, changelog_keys, new_event_ms = map(list, zip(*new_rows))
-            await self._senders[changelog_topic(dataset)].send_many(
+            await self.senders[changelog_topic(dataset)].send_many(
                 changelog_keys, encode_event_ms(new_event_ms), changelog_partitions
             )
         await self._send_quality(dataset, records, result.rules, duplicates)
@@ -240,7 +185,7 @@ class SilverRefiner:
     ) -> list[int] | None:
         """Where each silver record goes: where its key hashes. A row whose raw record carried the
         same key into a topic of as many partitions is already there, so only the others are hashed."""
-        silver = self._senders[f"{topic.removesuffix('.raw')}.silver"]
+        silver = self.senders[f"{topic.removesuffix('.raw')}.silver"]
         if silver.partitions != self._raw_partitions[topic]:
             return None
         rows = pc.index_in(_coordinates(valid["_source_partition"], valid["_source_offset"]),
@@ -259,7 +204,7 @@ class SilverRefiner:
         ``failed`` counts a check's failures (a row failing three checks counts in each of them).
         """
         minute = datetime.fromtimestamp(records[0].timestamp // 60_000 * 60, UTC).isoformat().replace("+00:00", "Z")
-        sender = self._senders[f"{dataset}.dq"]
+        sender = self.senders[f"{dataset}.dq"]
         rows = {name: (o.passed, o.failed, o.warned) for name, o in rules.items()}
         rows["duplicates"] = (0, duplicates, 0)
         for rule, (passed, failed, warned) in sorted(rows.items()):

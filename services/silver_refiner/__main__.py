@@ -14,7 +14,7 @@ from archlab.contract import load_contracts
 from archlab.kafka import make_consumer, make_producer
 from archlab.lake import Lake
 from archlab.landing import BatchEncoder, LakeSink, RollPolicy
-from archlab.service import run_service
+from archlab.service import run_service, run_together
 from archlab.settings import Settings
 from archlab.silver import SilverRefiner
 from archlab.silver_lake import DqEncoder, QuarantineEncoder, SilverEncoder
@@ -61,20 +61,13 @@ async def _refine(settings: SilverSettings, contracts: dict, stop: asyncio.Event
 
 async def main(settings: SilverSettings, stop: asyncio.Event) -> None:
     contracts = load_contracts(settings.contracts_dir, settings.datasets)
-    tasks = [
-        asyncio.create_task(_refine(settings, contracts, stop)),
-        asyncio.create_task(_land(settings, SilverEncoder(contracts), "silver", stop)),
-        asyncio.create_task(_land(settings, QuarantineEncoder(), "quarantine", stop)),
-        asyncio.create_task(_land(settings, DqEncoder(), "dq", stop)),
-    ]
-    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-    for task in done:
-        if task.exception() is not None:  # one part failed: stop the others and fail loudly
-            stop.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise task.exception()  # type: ignore[misc]
-    await asyncio.gather(*tasks)
-
+    await run_together(
+        stop,
+        _refine(settings, contracts, stop),
+        _land(settings, SilverEncoder(contracts), "silver", stop),
+        _land(settings, QuarantineEncoder(), "quarantine", stop),
+        _land(settings, DqEncoder(), "dq", stop),
+    )
 
 if __name__ == "__main__":
     run_service("silver_refiner", __doc__ or "", main, SilverSettings)

@@ -1,0 +1,127 @@
+"""Consume, transform, produce: one Kafka transaction per consumed batch.
+
+silver_refiner and both stages of gold_aggregator are this loop with different steps. Inside
+ONE transaction a batch's output records and its consumed offsets
+(``send_offsets_to_transaction``) are written, so a crash at any moment leaves all of it or
+none of it; downstream readers use ``read_committed``.
+
+A processor with state (de-duplication keys, windows) restores a partition's state when the
+partition is assigned; no record of that partition is processed before, and a failed restore
+stops the service (aiokafka would only log an exception raised in a rebalance callback).
+Offsets are never sought in the assignment callback: the consumer's own position is the
+committed offset, and seeking there from the callback was seen to re-deliver records after a
+``kill -9`` of a predecessor.
+
+The transactional id is stable per instance (``LAB_INSTANCE_ID``), so a restarted instance fences
+its dead predecessor and aborts its open transaction at once instead of blocking readers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from archlab.kafka import KeyedBatchSender
+
+Fetched = dict[TopicPartition, list[ConsumerRecord]]
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, processor: TransactionalProcessor) -> None:
+        self._processor = processor
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self._processor.release(revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self._processor.recover(assigned)
+
+
+class TransactionalProcessor(ABC):
+    """The batch loop; subclasses say how a batch is prepared and emitted and how state is kept."""
+
+    def __init__(
+        self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, *, group_id: str, max_batch: int
+    ) -> None:
+        self.consumer = consumer
+        self.producer = producer
+        self.group_id = group_id
+        self.max_batch = max_batch
+        self.lock = asyncio.Lock()
+        self.listener = _Rebalance(self)
+        self.senders: dict[str, KeyedBatchSender] = {}
+        self._ready: set[TopicPartition] = set()  # assigned and state restored
+        self._fatal: BaseException | None = None
+
+    async def open_senders(self, topics: list[str]) -> None:
+        """A batching sender per output topic; ``flush`` of all of them ends every transaction."""
+        for topic in topics:
+            self.senders[topic] = await KeyedBatchSender.for_topic(self.producer, topic)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Fetch, process and commit batch after batch until ``stop``."""
+        while not stop.is_set():
+            fetched = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
+            fetched = {tp: records for tp, records in fetched.items() if records}
+            while fetched:
+                if self._fatal is not None:
+                    raise self._fatal
+                async with self.lock:  # a rebalance waits for the batch in flight
+                    assigned = self.consumer.assignment()
+                    fetched = {tp: records for tp, records in fetched.items() if tp in assigned}
+                    if self._ready.issuperset(fetched):
+                        if fetched:
+                            await self._commit(fetched)
+                        break
+                await asyncio.sleep(0.05)  # a partition's state is still being restored: keep its records
+
+    async def _commit(self, fetched: Fetched) -> None:
+        prepared = await self.prepare(fetched)
+        async with self.producer.transaction():
+            await self.emit(prepared)
+            for sender in self.senders.values():
+                _, errors = await sender.flush()
+                if errors:
+                    raise errors[0]
+            offsets = {tp: records[-1].offset + 1 for tp, records in fetched.items()}
+            await self.producer.send_offsets_to_transaction(offsets, self.group_id)
+        self.committed()
+
+    async def release(self, revoked: list[TopicPartition]) -> None:
+        """On revocation: the batch in flight commits first, then the partitions' state is dropped."""
+        async with self.lock:
+            self._ready.difference_update(revoked)
+            self.forget(revoked)
+
+    async def recover(self, assigned: list[TopicPartition]) -> None:
+        """On assignment: restore each partition's state before any of its records is processed."""
+        async with self.lock:
+            try:
+                for tp in assigned:
+                    await self.restore(tp)
+                    self._ready.add(tp)
+            except Exception as exc:  # without its state a partition must not run
+                self._fatal = exc
+            self.committed()
+
+    # --- the steps ---------------------------------------------------------------------------
+    async def prepare(self, fetched: Fetched) -> Any:
+        """Work done before the transaction opens (e.g. vectorised transformation off the loop)."""
+        return fetched
+
+    @abstractmethod
+    async def emit(self, prepared: Any) -> None:
+        """Queue the batch's output on ``self.senders`` (inside the transaction)."""
+
+    async def restore(self, tp: TopicPartition) -> None:
+        """Rebuild an assigned partition's state from its changelog (stateless: nothing)."""
+
+    def forget(self, revoked: list[TopicPartition]) -> None:
+        """Drop the state of revoked partitions (stateless: nothing)."""
+
+    def committed(self) -> None:
+        """After a commit or a restore (e.g. to update gauges)."""
