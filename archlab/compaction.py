@@ -15,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import posixpath
 
+import duckdb
 import pyarrow as pa
 import structlog
 from prometheus_client import Counter
 
-from archlab.contract import Contract
+from archlab.contract import Contract, quote
 from archlab.lake import Lake
 
 log = structlog.get_logger(__name__)
@@ -30,14 +31,16 @@ COMPACTED_OBJECTS = Counter("lab_gold_compacted_objects_total", "Gold objects fo
 
 
 def latest_rows(table: pa.Table, contract: Contract) -> pa.Table:
-    """The highest-revision row of every (aggregate, window start, dimensions) in ``table``."""
+    """The highest-revision row of every (aggregate, window start, dimensions) in ``table``
+    (a null dimension is a value of its own, as in SQL's PARTITION BY)."""
     dims = [name for name in contract.gold_schema.names if any(name in a.group_by for a in contract.aggregates)]
-    keys = ["aggregate", "window_start", *dims]
-    indexed = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
-    best = indexed.group_by(keys, use_threads=False).aggregate([("revision", "max")])
-    winners = indexed.join(best, keys=[*keys, "revision"], right_keys=[*keys, "revision_max"], join_type="inner")
-    first = winners.group_by([*keys], use_threads=False).aggregate([("_row", "min")])
-    return table.take(first["_row_min"]).sort_by([(name, "ascending") for name in keys])
+    keys = ", ".join(quote(name) for name in ["aggregate", "window_start", *dims])
+    con = duckdb.connect(config={"threads": 1})
+    con.register("gold", table)
+    return con.sql(
+        f"SELECT * FROM gold QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY revision DESC) = 1 "
+        f"ORDER BY {keys}"
+    ).to_arrow_table().cast(contract.gold_schema)
 
 
 def compact_folder(lake: Lake, contract: Contract, folder: str, keys: list[str]) -> bool:
@@ -46,7 +49,7 @@ def compact_folder(lake: Lake, contract: Contract, folder: str, keys: list[str])
     if not tables:
         return False
     latest = latest_rows(pa.concat_tables(tables), contract)
-    if not all(latest["final"].to_pylist()):
+    if latest.num_rows == 0 or not all(latest["final"].to_pylist()):
         return False
     lake.write_parquet(f"{folder}/{COMPACTED_NAME}", latest)
     lake.delete([key for key in keys if posixpath.basename(key) != COMPACTED_NAME])

@@ -22,10 +22,13 @@ import asyncio
 from abc import ABC, abstractmethod
 from typing import Any
 
+import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from archlab.kafka import KeyedBatchSender
+
+log = structlog.get_logger(__name__)
 
 Fetched = dict[TopicPartition, list[ConsumerRecord]]
 
@@ -99,6 +102,7 @@ class TransactionalProcessor(ABC):
 
     async def recover(self, assigned: list[TopicPartition]) -> None:
         """On assignment: restore each partition's state before any of its records is processed."""
+        log.info("partitions assigned", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
         async with self.lock:
             try:
                 for tp in assigned:

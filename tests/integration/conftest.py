@@ -76,9 +76,9 @@ class ServiceProcess:
         wait_until(lambda: re.search(pattern, self.log_path.read_text(errors="replace")) is not None, timeout,
                    f"{self.name} to log {pattern!r}\n{self.log_tail()}", interval=0.1)
 
-    async def working(self, timeout: float = 60) -> None:
-        """Wait until the service owns raw partitions, so that a kill hits it mid-work."""
-        await asyncio.to_thread(self.wait_for_log, r"partitions assigned.*\.raw/\d", timeout)
+    async def working(self, timeout: float = 60, topic_pattern: str = r"\.raw") -> None:
+        """Wait until the service owns partitions of its input topics, so that a kill hits it mid-work."""
+        await asyncio.to_thread(self.wait_for_log, rf"partitions assigned.*{topic_pattern}/\d", timeout)
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -102,13 +102,15 @@ def start_service(request: pytest.FixtureRequest) -> Iterator[Callable[..., Serv
         service.close()
 
 
-async def kill9_repeatedly(start: Callable[[], ServiceProcess], times: int, seed: int) -> ServiceProcess:
+async def kill9_repeatedly(
+    start: Callable[[], ServiceProcess], times: int, seed: int, topic_pattern: str = r"\.raw"
+) -> ServiceProcess:
     """Start a service, then ``times`` times: wait until it works, kill -9 it at a random moment,
     start it again. Returns the last instance, still running."""
     rng = random.Random(seed)
     service = start()
     for _ in range(times):
-        await service.working()
+        await service.working(topic_pattern=topic_pattern)
         await asyncio.sleep(rng.uniform(0.3, 2.0))
         service.kill9()
         service = start()

@@ -1,0 +1,154 @@
+"""gold_aggregator against the real broker and MinIO: gold equals one DuckDB query over silver,
+live, across kill -9 and a rebalance, and for a past year's file replayed at full speed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from archlab.contract import load_contract
+from archlab.generators import DirtyRates, make_generator
+from archlab.lake import Lake
+from archlab.produce import produce_synthetic
+from archlab.query import connect, layer_glob
+from archlab.settings import Settings
+from tests.gold_truth import differences, gold_key, truth
+from tests.integration.conftest import kill9_repeatedly, read_all, wait_until
+from tests.integration.test_silver import copy_contract
+
+pytestmark = pytest.mark.integration
+
+#: Dirty kinds a JSON Lines file can carry (no malformed lines or raw bytes), and no late events.
+KEEPS_JSON_LINES = DirtyRates.clean().model_copy(update={"duplicate": 0.02, "out_of_range": 0.01, "unknown_enum": 0.01,
+                                                          "missing_field": 0.01})
+
+
+@pytest.fixture
+async def gold_dataset(settings: Settings, tmp_path: Path) -> tuple[str, Path]:
+    """A copy of the orders contract with a 7-hour grace period, so that every late event the
+    producer injects (up to 6 hours behind) is still on time for its windows."""
+    folder = tmp_path / "contracts"
+    folder.mkdir()
+    name = await copy_contract(settings, folder, "orders")
+    path = folder / f"{name}.yaml"
+    path.write_text(path.read_text().replace("grace: 10m", "grace: 7h"))
+    return name, folder
+
+
+def _env(dataset: str, contracts: Path, instance: str = "test") -> dict[str, str]:
+    return {"LAB_DATASETS": dataset, "LAB_CONTRACTS_DIR": str(contracts), "LAB_SILVER_GROUP": f"silver-{dataset}",
+            "LAB_GOLD_GROUP": f"gold-{dataset}", "LAB_INSTANCE_ID": instance, "LAB_FLUSH_INTERVAL_S": "0.5",
+            "LAB_COMPACTION_INTERVAL_S": "2"}
+
+
+def lake_differences(lake: Lake, dataset: str, contracts: Path) -> list[str]:
+    """Gold on the lake (latest row per key) against the truth over silver on the lake."""
+    contract = load_contract(contracts / f"{dataset}.yaml")
+    if not [k for k in lake.list(f"gold/{dataset}") if k.endswith(".parquet")]:
+        return ["no gold yet"]
+    con = connect(lake)
+    con.execute(f"CREATE VIEW silver AS SELECT * FROM read_parquet('{layer_glob(lake, 'silver', dataset)}', hive_partitioning=false)")
+    expected = truth(con, "silver", contract)
+    rows = con.sql(
+        f"SELECT * FROM read_parquet('{layer_glob(lake, 'gold', dataset)}', hive_partitioning=false) "
+        "QUALIFY row_number() OVER (PARTITION BY aggregate, window_start, category, country ORDER BY revision DESC) = 1"
+    ).to_arrow_table().to_pylist()
+    return differences(expected, {gold_key(row, contract): row for row in rows})
+
+
+async def topic_differences(settings: Settings, lake: Lake, dataset: str, contracts: Path) -> list[str]:
+    """The compacted gold topic (latest record per key) against the same truth."""
+    contract = load_contract(contracts / f"{dataset}.yaml")
+    latest = {r.key: orjson.loads(r.value) for r in await read_all(settings, f"{dataset}.gold")}
+    con = connect(lake)
+    con.execute(f"CREATE VIEW silver AS SELECT * FROM read_parquet('{layer_glob(lake, 'silver', dataset)}', hive_partitioning=false)")
+    return differences(truth(con, "silver", contract), {gold_key(v, contract): v for v in latest.values()})
+
+
+async def settle(lake: Lake, dataset: str, contracts: Path, timeout: float) -> list[str]:
+    """Poll until gold on the lake equals the truth over silver (or time out); the last differences."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    problems = ["not compared yet"]
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            problems = await asyncio.to_thread(lake_differences, lake, dataset, contracts)
+        except Exception as exc:  # an object replaced between listing and reading: try again
+            problems = [repr(exc)]
+        if not problems:
+            return problems
+        await asyncio.sleep(2)
+    return problems
+
+
+async def test_gold_equals_a_batch_recomputation_over_silver(
+    settings: Settings, lake: Lake, gold_dataset: tuple[str, Path], start_service
+) -> None:
+    dataset, contracts = gold_dataset
+    summary = await produce_synthetic(settings, "orders", count=20_000, rate=0, seed=31, topic=f"{dataset}.raw")
+    assert summary.sent == 20_000
+    refiner = start_service("silver_refiner", **_env(dataset, contracts))
+    gold = start_service("gold_aggregator", **_env(dataset, contracts))
+    problems = await settle(lake, dataset, contracts, 180)
+    assert problems == [], "\n".join(problems[:20]) + "\n" + gold.log_tail()
+    assert await topic_differences(settings, lake, dataset, contracts) == []
+    assert gold.terminate() == 0 and refiner.terminate() == 0, gold.log_tail()
+
+
+async def test_gold_stays_exact_through_kill9_and_a_rebalance(
+    settings: Settings, lake: Lake, gold_dataset: tuple[str, Path], start_service
+) -> None:
+    dataset, contracts = gold_dataset
+    producing = asyncio.create_task(
+        produce_synthetic(settings, "orders", count=40_000, rate=2_500, seed=41, topic=f"{dataset}.raw")
+    )
+    refiner = start_service("silver_refiner", **_env(dataset, contracts))
+    gold = await kill9_repeatedly(lambda: start_service("gold_aggregator", **_env(dataset, contracts)),
+                                  times=5, seed=43, topic_pattern=r"\.gold-shuffle")
+    second = start_service("gold_aggregator", **_env(dataset, contracts, instance="second"))
+    await second.working(topic_pattern=r"\.gold-shuffle")
+    await asyncio.sleep(2)
+    assert second.terminate() == 0, second.log_tail()
+    assert (await producing).sent == 40_000
+    problems = await settle(lake, dataset, contracts, 240)
+    assert problems == [], "\n".join(problems[:20]) + "\n" + gold.log_tail()
+    assert await topic_differences(settings, lake, dataset, contracts) == []
+    await gold.working(topic_pattern=r"\.gold-shuffle")
+    assert gold.terminate() == 0 and refiner.terminate() == 0, gold.log_tail()
+
+
+async def test_a_past_year_replayed_at_full_speed_closes_its_windows_and_compacts(
+    settings: Settings, lake: Lake, tmp_path: Path, start_service
+) -> None:
+    folder = tmp_path / "contracts"
+    folder.mkdir()
+    dataset = await copy_contract(settings, folder, "orders")  # default grace: 10 minutes
+    generator = make_generator("orders", seed=51, start=datetime(2024, 2, 28, 21, 0, tzinfo=UTC),
+                               events_per_second=2.0, dirty=KEEPS_JSON_LINES)
+    history = tmp_path / "orders-2024.jsonl"
+    history.write_bytes(b"\n".join(r.value for r in generator.batch(20_000)))  # 21:00 to 23:47
+    replay = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "archlab.cli", "replay", str(history), "--dataset", dataset],
+        capture_output=True, text=True, env={**os.environ, "LAB_CONTRACTS_DIR": str(folder)},
+    )
+    assert replay.returncode == 0, replay.stderr
+    refiner = start_service("silver_refiner", **_env(dataset, folder))
+    gold = start_service("gold_aggregator", **_env(dataset, folder))
+    problems = await settle(lake, dataset, folder, 240)
+    assert problems == [], "\n".join(problems[:20]) + "\n" + gold.log_tail()
+
+    closed_hour = f"dt=2024-02-28/hour=21"  # the watermark (about 23:37) closed hours 21 and 22
+    for aggregate in ("by_category_1m", "by_country_1m", "totals_1h"):
+        folder = f"gold/{dataset}/{aggregate}/{closed_hour}"
+        wait_until(lambda: lake.list(folder) == [f"{folder}/compacted.parquet"], 60, f"{folder} compacted")
+        rows = lake.read_parquet(f"{folder}/compacted.parquet")
+        assert all(rows["final"].to_pylist()) and rows.num_rows > 0
+    open_hour = f"gold/{dataset}/totals_1h/dt=2024-02-28/hour=23"
+    assert not any(k.endswith("compacted.parquet") for k in lake.list(open_hour))
+    assert gold.terminate() == 0 and refiner.terminate() == 0, gold.log_tail()
