@@ -40,38 +40,58 @@ def item_of(row: dict[str, Any], group_by: list[str], measures: list[str]) -> di
     }
 
 
+class Subscription:
+    """One open stream's queue of gold updates, registered with the hub from its creation on."""
+
+    def __init__(self, hub: Hub, key: tuple[str, str]) -> None:
+        self._hub = hub
+        self._key = key
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE_SIZE)
+
+    async def updates(self) -> AsyncIterator[dict[str, Any]]:
+        """Every update from the subscription on, until the hub closes."""
+        while (row := await self.queue.get()) is not None:
+            yield row
+
+    def close(self) -> None:
+        self._hub.drop(self._key, self)
+
+
 class Hub:
     """Fans gold updates out to the streams that want them (per dataset and aggregate)."""
 
     def __init__(self) -> None:
-        self._queues: dict[tuple[str, str], set[asyncio.Queue[dict[str, Any] | None]]] = {}
+        self._subscriptions: dict[tuple[str, str], set[Subscription]] = {}
+
+    def subscribe(self, dataset: str, aggregate: str) -> Subscription:
+        key = (dataset, aggregate)
+        subscription = Subscription(self, key)
+        self._subscriptions.setdefault(key, set()).add(subscription)
+        SUBSCRIBERS.inc()
+        return subscription
+
+    def drop(self, key: tuple[str, str], subscription: Subscription) -> None:
+        if subscription in self._subscriptions.get(key, set()):
+            self._subscriptions[key].discard(subscription)
+            SUBSCRIBERS.dec()
 
     def publish(self, dataset: str, rows: list[dict[str, Any]]) -> None:
         for row in rows:
-            for queue in self._queues.get((dataset, row.get("aggregate", "")), ()):
-                if queue.full():
-                    queue.get_nowait()
-                queue.put_nowait(row)
-
-    async def subscribe(self, dataset: str, aggregate: str) -> AsyncIterator[dict[str, Any]]:
-        """Every update of one aggregate from now on, until the hub closes."""
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE_SIZE)
-        self._queues.setdefault((dataset, aggregate), set()).add(queue)
-        SUBSCRIBERS.inc()
-        try:
-            while (row := await queue.get()) is not None:
-                yield row
-        finally:
-            self._queues[(dataset, aggregate)].discard(queue)
-            SUBSCRIBERS.dec()
+            for subscription in self._subscriptions.get((dataset, row.get("aggregate", "")), ()):
+                _put(subscription.queue, row)
 
     def close(self) -> None:
         """End every open stream (the server is stopping)."""
-        for queues in self._queues.values():
-            for queue in queues:
-                if queue.full():
-                    queue.get_nowait()
-                queue.put_nowait(None)
+        for subscriptions in self._subscriptions.values():
+            for subscription in subscriptions:
+                _put(subscription.queue, None)
+
+
+def _put(queue: asyncio.Queue[dict[str, Any] | None], item: dict[str, Any] | None) -> None:
+    """Enqueue without blocking: a full queue drops its oldest update."""
+    if queue.full():
+        queue.get_nowait()
+    queue.put_nowait(item)
 
 
 class GoldFollower:

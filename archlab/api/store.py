@@ -83,7 +83,7 @@ class Sql:
         for name, table in tables.items():
             con.register(name, table)
         try:
-            return con.execute(sql, params).to_arrow_table()
+            return con.sql(sql, params=params).to_arrow_table()
         finally:
             for name in tables:
                 con.unregister(name)
@@ -136,8 +136,8 @@ class GoldView:
             con = connect(self._lake)
             for key in new:
                 try:
-                    table = con.execute("SELECT * FROM read_parquet(?)", [self._lake.url(key)]).to_arrow_table()
-                except (duckdb.IOException, duckdb.HTTPException, FileNotFoundError) as exc:
+                    table = con.sql("SELECT * FROM read_parquet(?)", params=[self._lake.url(key)]).to_arrow_table()
+                except (duckdb.Error, FileNotFoundError) as exc:
                     # Replaced (compaction) between listing and reading: the next refresh reads its successor.
                     log.info("gold object vanished while reading", key=key, error=str(exc).splitlines()[0])
                     listing.pop(key)

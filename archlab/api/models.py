@@ -1,0 +1,164 @@
+"""Response schemas, for the OpenAPI document and its clients. Handlers return JSON bytes built by
+orjson (the hot path skips pydantic); the test suite checks every response against these with
+schemathesis. Timestamps are ISO-8601 UTC strings with ``Z``; decimal figures are exact strings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+Value = int | float | str | bool | None
+
+
+class Problem(BaseModel):
+    """An error; ``detail`` names the parameter at fault."""
+
+    detail: str | list[dict[str, object]]
+
+
+class MeasureInfo(BaseModel):
+    name: str
+    fn: str
+    description: str
+
+
+class AggregateInfo(BaseModel):
+    name: str
+    description: str
+    window_seconds: float
+    grace_seconds: float
+    dimensions: list[str]
+    measures: list[MeasureInfo]
+
+
+class DatasetInfo(BaseModel):
+    name: str
+    description: str
+    contract_version: int
+    aggregates: list[AggregateInfo]
+
+
+class Datasets(BaseModel):
+    datasets: list[DatasetInfo]
+
+
+class Window(BaseModel):
+    window_start: str
+    window_end: str
+    dimensions: dict[str, Value]
+    measures: dict[str, Value]
+    events: int | None
+    late_events: int | None
+    final: bool | None
+    revision: int | None
+    watermark: str | None
+
+
+class Windows(BaseModel):
+    dataset: str
+    aggregate: str
+    dimensions: list[str]
+    measures: list[str]
+    items: list[Window]
+    next_cursor: str | None
+
+
+class Figure(BaseModel):
+    name: str
+    value: Value
+    previous: Value
+    change: Value
+    change_pct: float | None
+
+
+class Period(BaseModel):
+    period: Literal["minute", "hour"]
+    aggregate: str
+    window_start: str | None
+    window_end: str | None
+    previous_window_start: str | None
+    final: bool | None
+    figures: list[Figure]
+
+
+class Kpis(BaseModel):
+    dataset: str
+    periods: list[Period]
+
+
+class RuleQuality(BaseModel):
+    rule: str
+    passed: int
+    failed: int
+    warned: int
+    pass_rate: float | None
+    fail_rate: float | None
+    warn_rate: float | None
+
+
+class Reason(BaseModel):
+    check: str
+    field: str | None
+    records: int
+
+
+class Quality(BaseModel):
+    dataset: str
+    records: int
+    quarantined: int
+    quarantine_rate: float | None
+    rules: list[RuleQuality]
+    top_reasons: list[Reason]
+
+
+class TopicLag(BaseModel):
+    topic: str
+    layer: str
+    committed: int
+    lag: int
+    events_per_s: float | None
+
+
+class GroupHealth(BaseModel):
+    group: str
+    lag: int
+    events_per_s: float | None
+    health: str
+    topics: list[TopicLag]
+
+
+class ServiceHealth(BaseModel):
+    service: str
+    health: str
+    groups: list[GroupHealth]
+
+
+class TopicRate(BaseModel):
+    topic: str
+    dataset: str
+    layer: str
+    end_offset: int
+    events_per_s: float | None
+
+
+class LakeLayer(BaseModel):
+    dataset: str
+    layer: str
+    objects: int
+    last_object: str | None
+    last_modified: str | None
+    bytes: int | None
+
+
+class Pipeline(BaseModel):
+    sampled_at: str | None
+    health: str
+    services: list[ServiceHealth]
+    topics: list[TopicRate]
+    lake: list[LakeLayer]
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, bool] = {}

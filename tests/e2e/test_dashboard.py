@@ -1,0 +1,135 @@
+"""The dashboard in a real headless Chromium while the real pipeline runs (producer -> silver_refiner
+-> gold_aggregator -> api -> ui): the KPI tiles and the breakdown show non-zero figures equal to the
+API's, the charts render, and a screenshot is kept in test-artifacts/dashboard.png."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import httpx
+import pytest
+from playwright.sync_api import Page, sync_playwright
+
+from archlab.settings import PROJECT_ROOT, Settings
+from archlab.stack import free_ports
+from tests.integration.conftest import ARTIFACTS, ServiceProcess
+from tests.integration.test_api import produce_history, wait_ready
+from tests.integration.test_silver import copy_contract
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+
+@dataclass
+class Dashboard:
+    dataset: str
+    api: str
+    ui: str
+
+
+def _shown(value: object) -> str:
+    return "–" if value is None else str(value)
+
+
+@pytest.fixture(scope="module")
+async def dashboard(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Dashboard]:
+    folder = tmp_path_factory.mktemp("ui-contracts")
+    dataset = await copy_contract(settings, folder, "orders")
+    await produce_history(settings, dataset, count=3_000, minutes=8, seed=71)
+    api_port, ui_port = free_ports(2)
+    env = {**os.environ, "LAB_DATASETS": dataset, "LAB_CONTRACTS_DIR": str(folder),
+           "LAB_SILVER_GROUP": f"silver-{dataset}", "LAB_GOLD_GROUP": f"gold-{dataset}",
+           "LAB_INSTANCE_ID": "ui-test", "LAB_FLUSH_INTERVAL_S": "1", "LAB_API_PORT": str(api_port),
+           "LAB_API_HOST": "127.0.0.1", "LAB_API_PIPELINE_POLL_S": "1", "LAB_API_URL": f"http://127.0.0.1:{api_port}",
+           "LAB_UI_REFRESH_S": "1"}
+    ARTIFACTS.mkdir(exist_ok=True)
+    services = [ServiceProcess(name, env, ARTIFACTS / f"test_dashboard-{name}.log")
+                for name in ("silver_refiner", "gold_aggregator", "api")]
+    ui_log = (ARTIFACTS / "test_dashboard-ui.log").open("wb")
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "ui/app.py", "--server.port", str(ui_port),
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=PROJECT_ROOT, env=env, stdout=ui_log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        api = f"http://127.0.0.1:{api_port}"
+        wait_ready(api, services[2])
+        yield Dashboard(dataset, api, f"http://127.0.0.1:{ui_port}")
+    finally:
+        ui.kill()
+        ui.wait(10)
+        ui_log.close()
+        for service in services:
+            service.close()
+
+
+def _settled_kpis(api: str, dataset: str, timeout: float = 120) -> dict:
+    """The API's KPIs once they have figures and stop changing (the pipeline caught up)."""
+    deadline = time.monotonic() + timeout
+    previous = None
+    while time.monotonic() < deadline:
+        kpis = httpx.get(f"{api}/v1/datasets/{dataset}/kpis", timeout=5).json()
+        if all(p["figures"] for p in kpis["periods"]) and kpis == previous:
+            return kpis
+        previous = kpis
+        time.sleep(3)
+    raise AssertionError(f"KPIs did not settle: {previous}")
+
+
+def _tiles(page: Page) -> dict[str, str]:
+    labels = page.locator('[data-testid="stMetricLabel"]').all_inner_texts()
+    values = page.locator('[data-testid="stMetricValue"]').all_inner_texts()
+    return {label.strip(): value.strip() for label, value in zip(labels, values, strict=False)}
+
+
+def _breakdown_expected(api: str, dataset: str, latest: str) -> dict[str, float]:
+    """What the breakdown panel must show: orders of by_country_1m summed per country over the hour of
+    data before the latest minute window, computed here from the aggregates endpoint."""
+    start = (datetime.fromisoformat(latest) - timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+    body = httpx.get(f"{api}/v1/datasets/{dataset}/aggregates/by_country_1m",
+                     params={"from": start, "limit": 1000}, timeout=5).json()
+    assert body["next_cursor"] is None
+    totals: dict[str, float] = {}
+    for item in body["items"]:
+        country = str(item["dimensions"]["country"])
+        totals[country] = totals.get(country, 0) + float(item["measures"]["orders"])
+    return totals
+
+
+def test_dashboard_shows_the_apis_figures(dashboard: Dashboard) -> None:
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium is not installed: run scripts/provision.sh (apt-get install chromium)"
+    kpis = _settled_kpis(dashboard.api, dashboard.dataset)
+    expected = {f"{p['period']} · {f['name']}": _shown(f["value"]) for p in kpis["periods"] for f in p["figures"]}
+    assert any(v not in ("0", "0.00", "–") for v in expected.values()), expected
+    latest = next(p["window_start"] for p in kpis["periods"] if p["period"] == "minute")
+    breakdown = _breakdown_expected(dashboard.api, dashboard.dataset, latest)
+    assert breakdown and sum(breakdown.values()) > 0
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, headless=True,
+                                             args=["--no-sandbox", "--disable-dev-shm-usage"])
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 2200})
+            page.goto(dashboard.ui)
+            deadline = time.monotonic() + 90
+            tiles: dict[str, str] = {}
+            while time.monotonic() < deadline:
+                tiles = _tiles(page)
+                if tiles == expected:
+                    break
+                page.wait_for_timeout(500)
+            assert tiles == expected, f"tiles {tiles} != API {expected}"
+            page.wait_for_selector('[data-testid="stVegaLiteChart"] >> nth=1', timeout=30_000)
+            table = page.locator('[data-testid="stTable"] table', has_text="orders").first
+            rows = table.locator("tbody tr").all_inner_texts()
+            shown = {row.split("\t")[0].strip(): float(row.split("\t")[-1]) for row in rows}
+            assert shown == {k: round(v, 2) for k, v in breakdown.items()}, (shown, breakdown)
+            assert "Traceback" not in page.content()
+            page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        finally:
+            browser.close()
