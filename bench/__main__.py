@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from bench import bronze, silver
+from bench import api, bronze, silver
 
-BENCHMARKS = {"bronze": bronze.main, "silver": silver.main}
+BENCHMARKS = {"bronze": bronze.main, "silver": silver.main, "api": api.main}
 app = typer.Typer(add_completion=False)
 
 

@@ -1,0 +1,166 @@
+"""API benchmark: latency and throughput of the aggregates endpoint at 32 concurrent clients.
+
+A throw-away stack is filled by the real pipeline (an hour of orders through silver_refiner and
+gold_aggregator), then the API runs as its own process and 32 aiohttp clients, each with one
+keep-alive connection, send a mix of aggregates queries (three aggregates, random time ranges, page
+sizes and dimension filters, some following a page's cursor) for a fixed time. Target: p99 <= 50 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+
+from archlab.generators import make_generator
+from archlab.kafka import KeyedBatchSender, make_producer
+from archlab.settings import PROJECT_ROOT, Settings
+from archlab.stack import free_ports
+from bench.common import fresh_dataset, report, throwaway_stack
+
+CLIENTS = 32
+DURATION_S = 20.0
+TARGET_P99_MS = 50.0
+DISTINCT_QUERIES = 300
+
+
+async def _fill(settings: Settings, dataset: str, events: int) -> None:
+    generator = make_generator("orders", seed=7, start=datetime.now(UTC) - timedelta(hours=1),
+                               events_per_second=events / 3600)
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        sender = await KeyedBatchSender.for_topic(producer, f"{dataset}.raw")
+        for record in generator.batch(events):
+            await sender.send(record.key, record.value, record.headers)
+        await sender.flush()
+    finally:
+        await producer.stop()
+
+
+def _start(name: str, env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
+    log = (logs / f"{name}.log").open("wb")
+    return subprocess.Popen([sys.executable, "-m", f"services.{name}"], cwd=PROJECT_ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+async def _wait_for_gold(http: aiohttp.ClientSession, base: str, url: str, timeout: float = 300) -> int:
+    """Until the API serves windows and their number stops growing; returns it."""
+    deadline = time.monotonic() + timeout
+    previous = -1
+    while time.monotonic() < deadline:
+        try:
+            async with http.get(f"{base}/readyz") as ready:
+                if ready.status == 200:
+                    count = 0
+                    for aggregate in ("by_category_1m", "by_country_1m", "totals_1h"):
+                        async with http.get(f"{url}/{aggregate}", params={"limit": 1000}) as page:
+                            count += len((await page.json())["items"])
+                    if count and count == previous:
+                        return count
+                    previous = count
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(5)
+    raise RuntimeError("the pipeline did not fill gold in time")
+
+
+def _queries(rng: random.Random, start: datetime) -> list[tuple[str, dict[str, str]]]:
+    categories = ["books", "electronics", "fashion", "home", "grocery", "beauty", "sports"]
+    countries = ["DE", "FR", "GB", "US", "ES", "IT", "NL"]
+    queries = []
+    for _ in range(DISTINCT_QUERIES):
+        aggregate = rng.choice(["by_category_1m", "by_country_1m", "totals_1h"])
+        params = {"limit": str(rng.choice([20, 100, 500]))}
+        if rng.random() < 0.7:
+            begin = start + timedelta(minutes=rng.randrange(0, 60))
+            params["from"] = begin.isoformat().replace("+00:00", "Z")
+            params["to"] = (begin + timedelta(minutes=rng.choice([5, 15, 60]))).isoformat().replace("+00:00", "Z")
+        if aggregate == "by_category_1m" and rng.random() < 0.5:
+            params["category"] = rng.choice(categories)
+        if aggregate == "by_country_1m" and rng.random() < 0.5:
+            params["country"] = rng.choice(countries)
+        queries.append((aggregate, params))
+    return queries
+
+
+async def _load(url: str, queries: list[tuple[str, dict[str, str]]]) -> tuple[list[float], int, float]:
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + DURATION_S
+
+    async def client(seed: int) -> None:
+        nonlocal errors
+        rng = random.Random(seed)
+        connector = aiohttp.TCPConnector(limit=1)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            while time.perf_counter() < stop_at:
+                aggregate, params = rng.choice(queries)
+                started = time.perf_counter()
+                async with http.get(f"{url}/{aggregate}", params=params) as response:
+                    body = await response.json()
+                latencies.append(time.perf_counter() - started)
+                if response.status != 200:
+                    errors += 1
+                elif body["next_cursor"] and rng.random() < 0.3:  # follow one page further
+                    started = time.perf_counter()
+                    async with http.get(f"{url}/{aggregate}", params={**params, "cursor": body["next_cursor"]}) as page:
+                        await page.read()
+                        errors += page.status != 200
+                    latencies.append(time.perf_counter() - started)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(client(i) for i in range(CLIENTS)))
+    return latencies, errors, time.perf_counter() - began
+
+
+async def _run(events: int) -> dict[str, object]:
+    with throwaway_stack() as settings, tempfile.TemporaryDirectory(prefix="lab-bench-api-") as folder:
+        dataset = await fresh_dataset(settings)
+        contracts = Path(folder) / "contracts"
+        shutil.copytree(PROJECT_ROOT / "contracts" / "reference", contracts / "reference")
+        text = (PROJECT_ROOT / "contracts" / "orders.yaml").read_text()
+        (contracts / f"{dataset}.yaml").write_text(text.replace("dataset: orders", f"dataset: {dataset}", 1))
+        (port,) = free_ports(1)
+        env = {**os.environ, "LAB_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "LAB_S3_ENDPOINT": settings.s3_endpoint,
+               "LAB_S3_ACCESS_KEY": settings.s3_access_key.get_secret_value(),
+               "LAB_S3_SECRET_KEY": settings.s3_secret_key.get_secret_value(), "LAB_BUCKET": settings.bucket,
+               "LAB_DATASETS": dataset, "LAB_CONTRACTS_DIR": str(contracts), "LAB_FLUSH_INTERVAL_S": "1",
+               "LAB_API_PORT": str(port), "LAB_API_HOST": "127.0.0.1", "LAB_LOG_LEVEL": "WARNING"}
+        await _fill(settings, dataset, events)
+        procs = [_start(name, env, Path(folder)) for name in ("silver_refiner", "gold_aggregator", "api")]
+        try:
+            url = f"http://127.0.0.1:{port}/v1/datasets/{dataset}/aggregates"
+            async with aiohttp.ClientSession() as http:
+                windows = await _wait_for_gold(http, f"http://127.0.0.1:{port}", url)
+            procs[0].terminate()  # the pipeline has finished; only the API competes for the CPU now
+            procs[1].terminate()
+            queries = _queries(random.Random(3), datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1))
+            latencies, errors, elapsed = await _load(url, queries)
+        finally:
+            for proc in procs:
+                proc.kill()
+                proc.wait(10)
+    ms = sorted(x * 1000 for x in latencies)
+    p99 = ms[int(len(ms) * 0.99) - 1]
+    return {
+        "events": events, "gold_windows": windows, "clients": CLIENTS, "duration_s": round(elapsed, 1),
+        "distinct_queries": DISTINCT_QUERIES, "requests": len(ms), "errors": errors,
+        "requests_per_s": round(len(ms) / elapsed), "p50_ms": round(statistics.median(ms), 1),
+        "p99_ms": round(p99, 1), "max_ms": round(ms[-1], 1), "target_p99_ms": TARGET_P99_MS,
+    }
+
+
+def main(events: int = 30_000) -> None:
+    result = asyncio.run(_run(events))
+    report("api", "API: aggregates endpoint at 32 concurrent clients", result)
