@@ -18,7 +18,17 @@ import typer
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 from rich.table import Table
 
 from archlab.bootstrap import ensure_all
@@ -49,12 +59,19 @@ def _settings() -> Settings:
         raise typer.Exit(2) from exc
 
 
-def _progress(total: int | None) -> Progress:
+class _RateColumn(ProgressColumn):
+    """Events per second, blank until rich has measured a speed (it is None at first)."""
+
+    def render(self, task: Task) -> Text:
+        return Text("" if task.speed is None else f"{task.speed:>8,.0f} events/s")
+
+
+def _progress() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.speed:>8,.0f} events/s" if total else ""),
+        _RateColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
@@ -89,7 +106,7 @@ def produce(
     dirty = DirtyRates.clean() if clean else None
 
     async def run() -> Summary:
-        with _progress(count or None) as bar:
+        with _progress() as bar:
             task = bar.add_task(f"{dataset}.raw", total=count or None)
             return await produce_synthetic(
                 settings, dataset, count=count, rate=rate, seed=seed, duration=duration, dirty=dirty,
@@ -114,7 +131,7 @@ def replay(
         raise typer.Exit(2) from exc
 
     async def run() -> Summary:
-        with _progress(1) as bar:
+        with _progress() as bar:
             task = bar.add_task(f"{file.name} -> {dataset}.raw", total=None)
             return await replay_file(
                 settings, contract, file, speed=speed,

@@ -227,10 +227,12 @@ class Aggregator(TransactionalProcessor):
         windows = self.partitions[batch.tp]
         gold = self.senders[f"{batch.dataset}.gold"]
         state = self.senders[state_topic(batch.dataset)]
-        for key, change in batch.outcome.touched.items():
-            window = windows.windows[key]
+        for key, (window, change) in batch.outcome.touched.items():
             gold_key = orjson.dumps([key[0], iso_ms(key[1]), *key[2]])
             await gold.send(gold_key, orjson.dumps(windows.gold_value(key, window)))
+            GOLD_UPDATES.labels(batch.dataset, key[0]).inc()
+            if key in batch.outcome.dropped:
+                continue  # forgotten: its deltas are tombstoned below
             delta_key = orjson.dumps([key[0], key[1], *key[2]]) + b"@" + str(batch.revision).encode()
             delta = {
                 "key": [key[0], key[1], *key[2]], "events": window.events, "late_events": window.late_events,
@@ -239,8 +241,7 @@ class Aggregator(TransactionalProcessor):
             }
             await state.send(delta_key, orjson.dumps(delta), partition=batch.tp.partition)
             window.deltas.append(delta_key)
-            GOLD_UPDATES.labels(batch.dataset, key[0]).inc()
-        for _, window in batch.outcome.dropped:
+        for window in batch.outcome.dropped.values():
             for delta_key in window.deltas:
                 await state.send(delta_key, None, partition=batch.tp.partition)
         await state.send(HIGHEST_KEY, orjson.dumps({str(p): ms for p, ms in windows.highest.items()}),

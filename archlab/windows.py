@@ -175,8 +175,8 @@ def _number(value: Any) -> float | None:
 class BatchOutcome:
     """What one batch did: windows to re-emit (with their changelog changes) and windows forgotten."""
 
-    touched: dict[WindowKey, Change] = field(default_factory=dict)
-    dropped: list[tuple[WindowKey, Window]] = field(default_factory=list)
+    touched: dict[WindowKey, tuple[Window, Change]] = field(default_factory=dict)
+    dropped: dict[WindowKey, Window] = field(default_factory=dict)
     on_time: dict[str, int] = field(default_factory=dict)  # aggregate -> events counted
     late: dict[str, int] = field(default_factory=dict)  # aggregate -> events later than the grace period
 
@@ -233,11 +233,11 @@ class PartitionWindows:
                 on_time += events
                 late += late_events
                 window.late_events += late_events
-                outcome.touched[key] = change
+                outcome.touched[key] = (window, change)
             outcome.on_time[name], outcome.late[name] = on_time, late
         self._close(outcome)
-        for key in outcome.touched:
-            self.windows[key].revision = revision
+        for window, _ in outcome.touched.values():
+            window.revision = revision
         return outcome
 
     def _close(self, outcome: BatchOutcome) -> None:
@@ -248,13 +248,13 @@ class PartitionWindows:
             aggregate = self.plans[key[0]].aggregate
             closed_at = watermark - aggregate.grace_ms
             end = key[1] + aggregate.window_ms
-            if end + aggregate.retention_ms <= closed_at:
+            forget = end + aggregate.retention_ms <= closed_at
+            if forget:  # one batch can move the watermark past a window it also updated
                 del self.windows[key]
-                outcome.touched.pop(key, None)
-                outcome.dropped.append((key, window))
-            elif end <= closed_at and not window.final:
+                outcome.dropped[key] = window
+            if end <= closed_at and not window.final:
                 window.final = True
-                outcome.touched.setdefault(key, Change())
+                outcome.touched.setdefault(key, (window, Change()))
 
     def gold_value(self, key: WindowKey, window: Window) -> dict[str, Any]:
         """The gold record of a window: the columns of ``contract.gold_schema`` it has."""

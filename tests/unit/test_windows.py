@@ -12,9 +12,11 @@ import pytest
 
 from archlab.contract import load_contract
 from archlab.generators import DirtyRates, make_generator
-from archlab.refine import Refiner
+from archlab.gold import bucket_ms, event_ms
+from archlab.kafka import partition_for
+from archlab.refine import Refiner, silver_from_json, silver_json
 from archlab.settings import PROJECT_ROOT
-from archlab.windows import PartitionWindows
+from archlab.windows import PartitionWindows, iso_ms
 from tests.gold_truth import differences, gold_key, truth
 from tests.unit.test_refine import raw_table
 
@@ -95,3 +97,62 @@ def test_events_later_than_the_grace_period_are_counted_not_aggregated() -> None
     assert 0 < flagged <= 100  # late events of a window that exists mark it; the others are only counted
     assert all(v["final"] for k, v in gold.items() if k[0] == "by_category_1m")
     assert not any(v["final"] for k, v in gold.items() if k[0] == "totals_1h")
+
+
+def test_shuffled_stream_with_markers_equals_the_batch_truth_when_windows_close_and_are_forgotten() -> None:
+    """The gold_aggregator's two stages played offline: silver partitions read in random chunks,
+    re-keyed by hour bucket with a watermark marker per chunk, then aggregated per shuffle
+    partition in random batches. Windows close and are forgotten on the way (a batch may both
+    update a window and move the watermark past its retention); the last gold value of every key
+    still equals the batch truth."""
+    contract = load_contract(CONTRACTS / "orders.yaml")
+    generator = make_generator("orders", seed=51, start=START, events_per_second=2.0, dirty=DirtyRates.clean())
+    records = generator.batch(12_000)  # about 100 minutes of event time
+    silver = Refiner(contract, CONTRACTS).refine(
+        raw_table([r.value for r in records], [r.event_time_ms for r in records])).valid
+    values = silver_json(silver)
+    partitions = [partition_for(key.encode(), 4) for key in silver["order_id"].to_pylist()]
+    by_partition = {p: [v for v, q in zip(values, partitions, strict=True) if q == p] for p in range(4)}
+    rng = random.Random(7)
+    size = bucket_ms(contract)
+    shuffled: dict[int, list[tuple[str, object]]] = {q: [] for q in range(4)}
+    read = dict.fromkeys(range(4), 0)
+    while any(read[p] < len(by_partition[p]) for p in range(4)):
+        for p in rng.sample(range(4), rng.randint(1, 4)):
+            chunk = by_partition[p][read[p]:read[p] + rng.randint(300, 3_000)]
+            read[p] += len(chunk)
+            if not chunk:
+                continue
+            times = event_ms(chunk, contract)
+            for value, ms in zip(chunk, times.tolist(), strict=True):
+                shuffled[partition_for(iso_ms(ms // size * size).encode(), 4)].append(("event", value))
+            for q in range(4):
+                shuffled[q].append(("marker", (p, int(times.max()))))
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    gold: dict = {}
+    forgotten = 0
+    for stream in shuffled.values():
+        windows = PartitionWindows(contract, silver_partitions=4)
+        start = 0
+        while start < len(stream):
+            batch = stream[start:start + rng.randint(500, 15_000)]
+            start += len(batch)
+            rows, marks, watermark = [], [], windows.watermark()
+            for kind, item in batch:
+                if kind == "marker":
+                    watermark = windows.report(*item)  # type: ignore[misc]
+                else:
+                    rows.append(item)
+                    marks.append(watermark)
+            table = silver_from_json(rows, contract).append_column("_watermark", pa.array(marks, pa.int64()))
+            outcome = windows.apply(con, table, revision=start)
+            assert sum(outcome.late.values()) == 0
+            forgotten += len(outcome.dropped)
+            for key, (window, _) in outcome.touched.items():
+                value = windows.gold_value(key, window)
+                gold[gold_key(value, contract)] = value
+    con.register("silver", silver)
+    assert forgotten > 0
+    assert differences(truth(con, "silver", contract), gold) == []

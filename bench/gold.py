@@ -1,0 +1,76 @@
+"""gold_aggregator aggregated events/s against the consume-only rate of the same silver topic, same run.
+
+    .venv/bin/python -m bench gold --events 300000
+
+Silver is filled first by the silver refiner (not timed); then both gold stages run until the
+aggregating stage has committed everything the shuffle stage wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from archlab.contract import load_contract
+from archlab.gold import Aggregator, Shuffler, shuffle_topic
+from archlab.kafka import make_consumer, make_producer
+from archlab.produce import produce_synthetic
+from archlab.settings import Settings
+from bench.common import consume_only_rate, fresh_dataset, report, throwaway_stack, wait_committed
+from bench.silver import silver_refiner
+
+
+async def _stage(settings: Settings, kind: type, contracts: dict, group: str, topic: str, stop: asyncio.Event) -> None:
+    producer = make_producer(settings, transactional_id=f"{group}-bench", transaction_timeout_ms=20_000)
+    consumer = make_consumer(settings, group_id=group)
+    await producer.start()
+    extra = {"settings": settings} if kind is Aggregator else {}
+    stage = kind(**extra, contracts=contracts, consumer=consumer, producer=producer, group_id=group, max_batch=20_000)
+    consumer.subscribe([topic], listener=stage.listener)
+    await consumer.start()
+    try:
+        await stage.run(stop)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def measure(events: int) -> dict[str, object]:
+    with throwaway_stack() as settings:
+        dataset = await fresh_dataset(settings)
+        await produce_synthetic(settings, "orders", count=events, rate=0, seed=1, topic=f"{dataset}.raw")
+        async with silver_refiner(settings, dataset, f"silver-{dataset}") as refine:
+            stop = asyncio.Event()
+            task = asyncio.create_task(refine(stop))
+            await wait_committed(settings, f"silver-{dataset}", f"{dataset}.raw")
+            stop.set()
+            await task
+        silver_records, consume_s = await consume_only_rate(settings, f"{dataset}.silver")
+        contract = load_contract(settings.contracts_dir / "orders.yaml").model_copy(update={"dataset": dataset})
+        contracts = {dataset: contract}
+        stop = asyncio.Event()
+        started = time.perf_counter()
+        stages = [
+            asyncio.create_task(_stage(settings, Shuffler, contracts, f"shuffle-{dataset}", f"{dataset}.silver", stop)),
+            asyncio.create_task(_stage(settings, Aggregator, contracts, f"gold-{dataset}", shuffle_topic(dataset), stop)),
+        ]
+        await wait_committed(settings, f"shuffle-{dataset}", f"{dataset}.silver", poll_s=0.05)
+        shuffled_s = time.perf_counter() - started
+        await wait_committed(settings, f"gold-{dataset}", shuffle_topic(dataset), poll_s=0.05)
+        elapsed = time.perf_counter() - started
+        stop.set()
+        await asyncio.gather(*stages)
+    consume_rate = silver_records / consume_s
+    rate = silver_records / elapsed
+    return {
+        "events_sent": events,
+        "silver_events": silver_records,
+        "consume_only_silver_events_per_s": round(consume_rate),
+        "shuffle_stage_done_s": round(shuffled_s, 2),
+        "gold_events_per_s": round(rate),
+        "ratio_gold_to_consume_only": round(rate / consume_rate, 3),
+    }
+
+
+def main(events: int = 300_000) -> None:
+    report("gold", "gold_aggregator benchmark", asyncio.run(measure(events)))
