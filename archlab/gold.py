@@ -11,7 +11,9 @@ but silver is partitioned by the contract key. So:
 2. :class:`Aggregator` reads the shuffle partitions, keeps their windows
    (:class:`~archlab.windows.PartitionWindows`) and emits each window it touched to the compacted
    ``<dataset>.gold`` topic, keyed ``[aggregate, window start, dimensions…]``. Its state is a
-   changelog of deltas (``<dataset>.gold-state``) written in the same transaction.
+   changelog of deltas (``<dataset>.gold-state``) written in the same transaction, checkpointed
+   after each commit in a local RocksDB (:mod:`archlab.window_store`) so a restart reads only
+   the changelog's tail.
 
 Both stages commit output and offsets in one Kafka transaction per batch
 (:mod:`archlab.transactional`), so neither doubles nor drops across ``kill -9``. The aggregation
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from pathlib import Path
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -39,16 +42,16 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Gauge
 
 from archlab.contract import Contract, quote
-from archlab.kafka import partition_for, read_to_end
+from archlab.kafka import end_offsets, partition_for, read_to_end
 from archlab.refine import from_wire_json, silver_from_json
 from archlab.settings import Settings
 from archlab.transactional import Fetched, TransactionalProcessor
-from archlab.windows import BatchOutcome, PartitionWindows, Window, WindowKey, iso_ms
+from archlab.window_store import HIGHEST, WindowStore, apply_delta, delta_state, window_key_bytes
+from archlab.windows import BatchOutcome, PartitionWindows, iso_ms
 
 log = structlog.get_logger(__name__)
 
 MARKER_PREFIX = b"~watermark/"
-HIGHEST_KEY = b"~highest"
 
 SHUFFLED = Counter("lab_gold_shuffled_records_total", "Silver records re-keyed by time bucket", ["dataset"])
 AGGREGATED = Counter("lab_gold_events_total", "Silver events aggregated, by timeliness", ["dataset", "aggregate", "timeliness"])
@@ -137,12 +140,14 @@ class Aggregator(TransactionalProcessor):
 
     def __init__(
         self, settings: Settings, contracts: dict[str, Contract], consumer: AIOKafkaConsumer,
-        producer: AIOKafkaProducer, *, group_id: str, max_batch: int,
+        producer: AIOKafkaProducer, *, group_id: str, max_batch: int, state_dir: Path,
     ) -> None:
         super().__init__(consumer, producer, group_id=group_id, max_batch=max_batch)
         self.settings = settings
         self.contracts = with_aggregates(contracts)
         self.partitions: dict[TopicPartition, PartitionWindows] = {}
+        self.store = WindowStore(state_dir)
+        self._unsaved: list[_Prepared] = []  # emitted in the open transaction, saved once it commits
         self.silver_partitions: dict[str, int] = {}
         self.con = duckdb.connect(config={"threads": 1})
         self.con.execute("SET TimeZone = 'UTC'")
@@ -159,40 +164,44 @@ class Aggregator(TransactionalProcessor):
         )
 
     async def restore(self, tp: TopicPartition) -> None:
-        """Rebuild a shuffle partition's windows from its state changelog (deltas, read_committed)."""
+        """Rebuild a shuffle partition's windows: the local checkpoint, then the state changelog
+        after it (read_committed), or all of the changelog when there is no checkpoint."""
         dataset = tp.topic.removesuffix(".gold-shuffle")
         if dataset not in self.silver_partitions:
             self.silver_partitions[dataset] = len(await self.producer.partitions_for(f"{dataset}.silver"))
-        entries: dict[bytes, bytes] = {}
-        async for records in read_to_end(self.settings, [TopicPartition(state_topic(dataset), tp.partition)]):
-            for record in records:
-                if record.value is None:
-                    entries.pop(record.key, None)
-                else:
-                    entries[record.key] = record.value
         self.partitions.pop(tp, None)
         windows = self._windows(tp)
-        for key, value in entries.items():  # in changelog order: a window's latest delta comes last
-            state = orjson.loads(value)
-            if key == HIGHEST_KEY:
-                windows.highest = {int(p): ms for p, ms in state.items()}
-                continue
-            window_key: WindowKey = (state["key"][0], state["key"][1], tuple(state["key"][2:]))
-            window = windows.windows.setdefault(window_key, Window())
-            plan = windows.plans[window_key[0]]
-            window.events, window.late_events = state["events"], state["late_events"]
-            window.final, window.revision = state["final"], state["revision"]
-            window.values = plan.load_values(state["values"])
-            for measure, members in state["new"].items():
-                window.sets.setdefault(measure, set()).update(members)
-            window.deltas.append(key)
-        log.info("gold state restored", topic=tp.topic, partition=tp.partition, windows=len(windows.windows))
+        checkpoint = await asyncio.to_thread(self.store.load, dataset, tp.partition, windows)
+        changelog = TopicPartition(state_topic(dataset), tp.partition)
+        if checkpoint is not None and checkpoint >= (await end_offsets(self.settings, [changelog]))[changelog]:
+            log.warning("gold checkpoint is ahead of its changelog (topics recreated?): ignored",
+                        topic=tp.topic, partition=tp.partition, checkpoint=checkpoint)
+            self.partitions.pop(tp, None)
+            windows, checkpoint = self._windows(tp), None
+        start = None if checkpoint is None else {changelog: checkpoint + 1}
+        applied = 0
+        async for records in read_to_end(self.settings, [changelog], start=start):
+            for record in records:
+                apply_delta(windows, record.key, record.value)
+            applied += len(records)
+        log.info("gold state restored", topic=tp.topic, partition=tp.partition, windows=len(windows.windows),
+                 checkpoint=checkpoint, changelog_records_applied=applied)
 
     def forget(self, revoked: list[TopicPartition]) -> None:
         for tp in revoked:
             self.partitions.pop(tp, None)
+            self.store.close(tp.topic.removesuffix(".gold-shuffle"), tp.partition)
 
     def committed(self) -> None:
+        """The transaction committed: checkpoint what it wrote to the local store."""
+        for batch in self._unsaved:
+            windows = self.partitions.get(batch.tp)
+            last = self.senders[state_topic(batch.dataset)].last_offsets.get(batch.tp.partition)
+            if windows is None or last is None:
+                continue
+            changed = {key: window for key, (window, _) in batch.outcome.touched.items()}
+            self.store.save(batch.dataset, batch.tp.partition, windows, changed, list(batch.outcome.dropped), last)
+        self._unsaved.clear()
         for dataset in self.contracts:
             OPEN_WINDOWS.labels(dataset).set(
                 sum(len(w.windows) for tp, w in self.partitions.items() if tp.topic.startswith(f"{dataset}."))
@@ -222,6 +231,7 @@ class Aggregator(TransactionalProcessor):
     async def emit(self, prepared: list[_Prepared]) -> None:
         for batch in prepared:
             await self._emit(batch)
+        self._unsaved = prepared
 
     async def _emit(self, batch: _Prepared) -> None:
         windows = self.partitions[batch.tp]
@@ -233,18 +243,14 @@ class Aggregator(TransactionalProcessor):
             GOLD_UPDATES.labels(batch.dataset, key[0]).inc()
             if key in batch.outcome.dropped:
                 continue  # forgotten: its deltas are tombstoned below
-            delta_key = orjson.dumps([key[0], key[1], *key[2]]) + b"@" + str(batch.revision).encode()
-            delta = {
-                "key": [key[0], key[1], *key[2]], "events": window.events, "late_events": window.late_events,
-                "final": window.final, "revision": window.revision,
-                "values": windows.plans[key[0]].dump_values(window), "new": change.new_members,
-            }
-            await state.send(delta_key, orjson.dumps(delta), partition=batch.tp.partition)
+            delta_key = window_key_bytes(key) + b"@" + str(batch.revision).encode()
+            delta = delta_state(window, windows.plans[key[0]], change.new_members, key)
+            await state.send(delta_key, delta, partition=batch.tp.partition)
             window.deltas.append(delta_key)
         for window in batch.outcome.dropped.values():
             for delta_key in window.deltas:
                 await state.send(delta_key, None, partition=batch.tp.partition)
-        await state.send(HIGHEST_KEY, orjson.dumps({str(p): ms for p, ms in windows.highest.items()}),
+        await state.send(HIGHEST, orjson.dumps({str(p): ms for p, ms in windows.highest.items()}),
                          partition=batch.tp.partition)
         await self._send_lateness(batch)
         watermark = windows.watermark()

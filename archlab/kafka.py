@@ -72,7 +72,8 @@ class KeyedBatchSender:
         self._partitions = partitions
         self._open: dict[int, Any] = {}
         self._full: list[tuple[int, Any]] = []
-        self._pending: list[tuple[asyncio.Future[Any], int]] = []
+        self._pending: list[tuple[asyncio.Future[Any], int, int]] = []
+        self.last_offsets: dict[int, int] = {}  # partition -> offset of the last record acknowledged
         self._next_unkeyed = 0
 
     @classmethod
@@ -132,7 +133,7 @@ class KeyedBatchSender:
     async def _ship_batch(self, partition: int, batch: Any) -> None:
         count = batch.record_count()
         batch.close()
-        self._pending.append((await self._producer.send_batch(batch, self._topic, partition=partition), count))
+        self._pending.append((await self._producer.send_batch(batch, self._topic, partition=partition), count, partition))
 
     async def ship(self) -> None:
         """Hand every open batch to the producer now, without waiting for acknowledgements."""
@@ -144,9 +145,24 @@ class KeyedBatchSender:
         """Ship every open batch, wait for the broker, and return (records delivered, errors)."""
         await self.ship()
         pending, self._pending = self._pending, []
-        results = await asyncio.gather(*(future for future, _ in pending), return_exceptions=True)
-        delivered = sum(count for (_, count), result in zip(pending, results) if not isinstance(result, BaseException))
+        results = await asyncio.gather(*(future for future, _, _ in pending), return_exceptions=True)
+        delivered = 0
+        for (_, count, partition), result in zip(pending, results, strict=True):
+            if not isinstance(result, BaseException):
+                delivered += count
+                last = result.offset + count - 1
+                self.last_offsets[partition] = max(last, self.last_offsets.get(partition, -1))
         return delivered, [result for result in results if isinstance(result, BaseException)]
+
+
+async def end_offsets(settings: Settings, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+    """The offset after the last record of each partition (committed or not)."""
+    consumer = make_consumer(settings, group_id=None)
+    await consumer.start()
+    try:
+        return await consumer.end_offsets(list(partitions))
+    finally:
+        await consumer.stop()
 
 
 async def topic_partitions(settings: Settings, topic: str) -> list[TopicPartition]:
@@ -163,9 +179,11 @@ async def topic_partitions(settings: Settings, topic: str) -> list[TopicPartitio
 
 
 async def read_to_end(
-    settings: Settings, partitions: Sequence[TopicPartition], max_records: int = 20_000
+    settings: Settings, partitions: Sequence[TopicPartition], max_records: int = 20_000,
+    start: dict[TopicPartition, int] | None = None,
 ) -> AsyncIterator[list[ConsumerRecord]]:
-    """Every committed record of these partitions, from the beginning to their end offset now.
+    """Every committed record of these partitions, from the beginning (or ``start``) to their end
+    offset now.
 
     Positions, not record counts, say when the end is reached: transaction markers take
     offsets too.
@@ -176,6 +194,8 @@ async def read_to_end(
         consumer.assign(list(partitions))
         ends = await consumer.end_offsets(list(partitions))
         await consumer.seek_to_beginning(*partitions)
+        for tp, offset in (start or {}).items():
+            consumer.seek(tp, offset)
         while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
             for records in (await consumer.getmany(timeout_ms=500, max_records=max_records)).values():
                 yield records

@@ -9,7 +9,9 @@ aggregating stage has committed everything the shuffle stage wrote.
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
+from pathlib import Path
 
 from archlab.contract import load_contract
 from archlab.gold import Aggregator, Shuffler, shuffle_topic
@@ -20,11 +22,12 @@ from bench.common import consume_only_rate, fresh_dataset, report, throwaway_sta
 from bench.silver import silver_refiner
 
 
-async def _stage(settings: Settings, kind: type, contracts: dict, group: str, topic: str, stop: asyncio.Event) -> None:
+async def _stage(settings: Settings, kind: type, contracts: dict, group: str, topic: str, stop: asyncio.Event,
+                 state_dir: Path) -> None:
     producer = make_producer(settings, transactional_id=f"{group}-bench", transaction_timeout_ms=20_000)
     consumer = make_consumer(settings, group_id=group)
     await producer.start()
-    extra = {"settings": settings} if kind is Aggregator else {}
+    extra = {"settings": settings, "state_dir": state_dir} if kind is Aggregator else {}
     stage = kind(**extra, contracts=contracts, consumer=consumer, producer=producer, group_id=group, max_batch=20_000)
     consumer.subscribe([topic], listener=stage.listener)
     await consumer.start()
@@ -49,10 +52,11 @@ async def measure(events: int) -> dict[str, object]:
         contract = load_contract(settings.contracts_dir / "orders.yaml").model_copy(update={"dataset": dataset})
         contracts = {dataset: contract}
         stop = asyncio.Event()
+        state = Path(tempfile.mkdtemp(prefix="lab-bench-gold-state-"))
         started = time.perf_counter()
         stages = [
-            asyncio.create_task(_stage(settings, Shuffler, contracts, f"shuffle-{dataset}", f"{dataset}.silver", stop)),
-            asyncio.create_task(_stage(settings, Aggregator, contracts, f"gold-{dataset}", shuffle_topic(dataset), stop)),
+            asyncio.create_task(_stage(settings, Shuffler, contracts, f"shuffle-{dataset}", f"{dataset}.silver", stop, state)),
+            asyncio.create_task(_stage(settings, Aggregator, contracts, f"gold-{dataset}", shuffle_topic(dataset), stop, state)),
         ]
         await wait_committed(settings, f"shuffle-{dataset}", f"{dataset}.silver", poll_s=0.05)
         shuffled_s = time.perf_counter() - started

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from pathlib import Path
 
 from pydantic import Field
 
@@ -19,7 +20,7 @@ from archlab.kafka import make_consumer, make_producer
 from archlab.lake import Lake
 from archlab.landing import LakeSink, RollPolicy
 from archlab.service import run_service, run_together
-from archlab.settings import Settings
+from archlab.settings import PROJECT_ROOT, Settings
 from archlab.transactional import TransactionalProcessor
 
 
@@ -31,6 +32,8 @@ class GoldSettings(Settings):
     )
     gold_batch: int = Field(20_000, ge=1, description="Most records aggregated in one transaction")
     compaction_interval_s: float = Field(60.0, gt=0, description="Seconds between two compaction passes")
+    state_dir: Path = Field(PROJECT_ROOT / ".stack" / "native" / "state" / "gold_aggregator",
+                            description="Folder of the local window checkpoints (RocksDB), one per instance")
 
 
 async def _stage(settings: GoldSettings, processor_type: type, group: str, topics: list[str], contracts: dict,
@@ -39,7 +42,8 @@ async def _stage(settings: GoldSettings, processor_type: type, group: str, topic
                              transaction_timeout_ms=20_000)
     consumer = make_consumer(settings, group_id=group)
     await producer.start()  # fences a dead predecessor with the same id, aborting its open transaction
-    extra = {"settings": settings} if processor_type is Aggregator else {}
+    extra = ({"settings": settings, "state_dir": settings.state_dir / settings.instance_id}
+             if processor_type is Aggregator else {})
     processor: TransactionalProcessor = processor_type(
         **extra, contracts=contracts, consumer=consumer, producer=producer, group_id=group,
         max_batch=settings.gold_batch,
