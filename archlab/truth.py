@@ -26,7 +26,8 @@ def _expression(measure: Any) -> str:
         "avg": f"avg({column})",
         "min": f"min({column})",
         "max": f"max({column})",
-        "count_if": f"count_if({measure.condition})",
+        # not DuckDB's count_if: it answers NULL, not 0, when the condition is NULL on every row
+        "count_if": f"count(*) FILTER (WHERE ({measure.condition}))",
     }[measure.fn]
 
 
