@@ -63,3 +63,6 @@ test-e2e: provision ## whole-system tests
 
 bench: provision ## benchmarks (bench/): writes bench/results/*.json and *.md
 	@.venv/bin/python -m bench $(BENCH_ARGS)
+
+chaos: provision ## 500k events while services are kill -9ed, Kafka restarted, MinIO stopped; verdict (CHAOS_ARGS)
+	@.venv/bin/python -m bench.chaos $(CHAOS_ARGS)
