@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import structlog
+import uvloop
 from pydantic import ValidationError
 
 from archlab.contract import ContractError
@@ -49,7 +50,7 @@ def run_service(
     configure_logging(settings)
     start_metrics_server(settings)
     try:
-        asyncio.run(_supervise(name, main, settings))
+        uvloop.run(_supervise(name, main, settings))  # libuv's event loop: less overhead per I/O event
     except ContractError as exc:  # a broken contract is the user's to fix: say what, not a traceback
         sys.exit(f"contract error: {exc}")
 

@@ -62,14 +62,16 @@ def json_response(document: Any, status_code: int = 200) -> Response:
 
 
 # ------------------------------------------------------------------------------------------ dependencies
-def get_serving(request: Request) -> Serving:
+# Coroutines on purpose: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop
+# per dependency per request for work that never blocks.
+async def get_serving(request: Request) -> Serving:
     return request.app.state.serving
 
 
 ServingDep = Annotated[Serving, Depends(get_serving)]
 
 
-def get_view(dataset: Annotated[str, Path(description="A dataset with a contract")], serving: ServingDep) -> GoldView:
+async def get_view(dataset: Annotated[str, Path(description="A dataset with a contract")], serving: ServingDep) -> GoldView:
     view = serving.views.get(dataset)
     if view is None:
         raise HTTPException(404, f"unknown dataset {dataset!r} (path parameter dataset); "
@@ -80,7 +82,7 @@ def get_view(dataset: Annotated[str, Path(description="A dataset with a contract
 ViewDep = Annotated[GoldView, Depends(get_view)]
 
 
-def get_aggregate(aggregate: Annotated[str, Path(description="An aggregate of the dataset's contract")],
+async def get_aggregate(aggregate: Annotated[str, Path(description="An aggregate of the dataset's contract")],
                   view: ViewDep) -> Aggregate:
     try:
         return view.contract.aggregate(aggregate)
@@ -105,7 +107,7 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def get_range(
+async def get_range(
     start: Annotated[datetime | None, Query(alias="from", description="Inclusive lower bound (ISO-8601; UTC if no offset)")] = None,
     end: Annotated[datetime | None, Query(alias="to", description="Exclusive upper bound (ISO-8601; UTC if no offset)")] = None,
 ) -> TimeRange:
@@ -118,7 +120,7 @@ def get_range(
 RangeDep = Annotated[TimeRange, Depends(get_range)]
 
 
-def get_filters(request: Request, aggregate: AggregateDep) -> dict[str, str]:
+async def get_filters(request: Request, aggregate: AggregateDep) -> dict[str, str]:
     """Dimension filters: every other query parameter must be a dimension of the aggregate."""
     filters = {}
     for name, value in request.query_params.multi_items():
