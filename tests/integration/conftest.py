@@ -103,7 +103,8 @@ def start_service(request: pytest.FixtureRequest) -> Iterator[Callable[..., Serv
 
 
 async def kill9_repeatedly(
-    start: Callable[[], ServiceProcess], times: int, seed: int, topic_pattern: str = r"\.raw"
+    start: Callable[[], ServiceProcess], times: int, seed: int, topic_pattern: str = r"\.raw",
+    pause: tuple[float, float] = (0.3, 2.0),
 ) -> ServiceProcess:
     """Start a service, then ``times`` times: wait until it works, kill -9 it at a random moment,
     start it again. Returns the last instance, still running."""
@@ -111,7 +112,7 @@ async def kill9_repeatedly(
     service = start()
     for _ in range(times):
         await service.working(topic_pattern=topic_pattern)
-        await asyncio.sleep(rng.uniform(0.3, 2.0))
+        await asyncio.sleep(rng.uniform(*pause))
         service.kill9()
         service = start()
     return service

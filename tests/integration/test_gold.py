@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -106,19 +107,28 @@ async def test_gold_stays_exact_through_kill9_and_a_rebalance(
 ) -> None:
     dataset, contracts = gold_dataset
     producing = asyncio.create_task(
-        produce_synthetic(settings, "orders", count=40_000, rate=2_500, seed=41, topic=f"{dataset}.raw")
+        produce_synthetic(settings, "orders", count=60_000, rate=1_000, seed=41, topic=f"{dataset}.raw")
     )
     refiner = start_service("silver_refiner", **_env(dataset, contracts))
-    gold = await kill9_repeatedly(lambda: start_service("gold_aggregator", **_env(dataset, contracts)),
-                                  times=5, seed=43, topic_pattern=r"\.gold-shuffle")
+    instances = []
+
+    def start_gold() -> object:
+        instances.append(start_service("gold_aggregator", **_env(dataset, contracts)))
+        return instances[-1]
+
+    gold = await kill9_repeatedly(start_gold, times=5, seed=43, topic_pattern=r"\.gold-shuffle", pause=(2.0, 5.0))
     second = start_service("gold_aggregator", **_env(dataset, contracts, instance="second"))
     await second.working(topic_pattern=r"\.gold-shuffle")
     await asyncio.sleep(2)
     assert second.terminate() == 0, second.log_tail()
-    assert (await producing).sent == 40_000
+    assert (await producing).sent == 60_000
     problems = await settle(lake, dataset, contracts, 240)
     assert problems == [], "\n".join(problems[:20]) + "\n" + gold.log_tail()
     assert await topic_differences(settings, lake, dataset, contracts) == []
+    logs = "\n".join(re.sub(r"\x1b\[[0-9;]*m", "", i.log_path.read_text(errors="replace")) for i in instances)
+    restores = [line for line in logs.splitlines() if "gold state restored" in line]
+    assert sum(bool(re.search(r"windows=[1-9]", line)) for line in restores) >= 3, "kills did not hit work"
+    assert any(re.search(r"checkpoint=\d", line) for line in restores), "no restart used its checkpoint"
     await gold.working(topic_pattern=r"\.gold-shuffle")
     assert gold.terminate() == 0 and refiner.terminate() == 0, gold.log_tail()
 
