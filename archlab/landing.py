@@ -137,6 +137,7 @@ class LakeSink:
         self._inflight: dict[TopicPartition, asyncio.Task[None]] = {}
         self._paused: set[TopicPartition] = set()
         self._ready: set[TopicPartition] = set()  # assigned, recovered and positioned at the committed offset
+        self._fatal: BaseException | None = None  # a recovery that failed: the sink must stop
         self._commit_lock = asyncio.Lock()
         self._buffered = BUFFERED_RECORDS.labels(encoder.layer)
         self.listener = _Rebalance(self)
@@ -145,6 +146,8 @@ class LakeSink:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume, buffer and land until ``stop`` is set; then land what is buffered."""
         while not stop.is_set():
+            if self._fatal is not None:
+                raise self._fatal
             fetched = await self._consumer.getmany(timeout_ms=100, max_records=self._fetch_max_records)
             assigned = self._consumer.assignment()
             for tp, records in fetched.items():
@@ -212,21 +215,28 @@ class LakeSink:
 
     async def recover(self, assigned: list[TopicPartition]) -> None:
         """On assignment: undo a flush of these partitions that was written but never committed,
-        then read them from the committed offset (records fetched meanwhile are not buffered)."""
+        then read them from the committed offset (records fetched meanwhile are not buffered).
+
+        The lake may be down right now: reading the intent is retried until it answers, since a
+        partition that skipped its recovery must never be landed. Any other failure stops the
+        sink (aiokafka would only log an exception raised here)."""
         log.info("partitions assigned", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
-        for tp in assigned:
-            committed = await self._consumer.committed(tp)
-            intent = await asyncio.to_thread(self._lake.read_json, self._intent_key(tp))
-            if isinstance(intent, dict) and (committed is None or intent["start"] >= committed):
-                log.info("undoing uncommitted flush", topic=tp.topic, partition=tp.partition, start=intent["start"])
-                await asyncio.to_thread(self._lake.delete, list(intent["objects"]))
-                REWRITTEN_FLUSHES.labels(self._encoder.layer).inc()
-            if committed is None:
-                await self._consumer.seek_to_beginning(tp)
-            else:
-                self._consumer.seek(tp, committed)
-            self._buffers.pop(tp, None)
-            self._ready.add(tp)
+        try:
+            for tp in assigned:
+                committed = await self._consumer.committed(tp)
+                intent = await self._retrying(self._lake.read_json, self._intent_key(tp))
+                if isinstance(intent, dict) and (committed is None or intent["start"] >= committed):
+                    log.info("undoing uncommitted flush", topic=tp.topic, partition=tp.partition, start=intent["start"])
+                    await self._retrying(self._lake.delete, list(intent["objects"]))
+                    REWRITTEN_FLUSHES.labels(self._encoder.layer).inc()
+                if committed is None:
+                    await self._consumer.seek_to_beginning(tp)
+                else:
+                    self._consumer.seek(tp, committed)
+                self._buffers.pop(tp, None)
+                self._ready.add(tp)
+        except Exception as exc:
+            self._fatal = exc
 
     # --- writing -----------------------------------------------------------------------------
     def _intent_key(self, tp: TopicPartition) -> str:
@@ -246,7 +256,7 @@ class LakeSink:
         LANDED_BYTES.labels(encoder.layer, dataset).inc(sum(sizes))
 
     async def _retrying(self, write, *args):  # type: ignore[no-untyped-def]
-        """Run a blocking lake write in a thread, retrying without limit while the lake is down."""
+        """Run a blocking lake call in a thread, retrying without limit while the lake is down."""
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(Exception),
             wait=wait_exponential(multiplier=0.2, max=5),

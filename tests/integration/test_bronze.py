@@ -133,6 +133,24 @@ async def test_minio_outage_of_30s_loses_and_doubles_nothing(
     assert_exactly_once(bronze_rows(lake, fresh_dataset), sent)
 
 
+async def test_sink_assigned_while_minio_is_down_lands_everything_once_it_is_back(
+    settings: Settings, lake: Lake, fresh_dataset: str, start_service, stack
+) -> None:
+    await produce_synthetic(settings, "orders", count=5_000, rate=0, seed=19, topic=f"{fresh_dataset}.raw")
+    sent = await read_topic(settings, f"{fresh_dataset}.raw")
+    await asyncio.to_thread(stack.stop_minio)
+    try:
+        sink = start_service("bronze_sink", **_sink_env(fresh_dataset, flush_records=2000))
+        await sink.working()  # assigned while the lake cannot be read: recovery must wait, not be skipped
+        await asyncio.sleep(30)  # longer than the S3 client's own retries
+    finally:
+        await asyncio.to_thread(stack.start_minio)
+    await asyncio.to_thread(wait_until, lambda: len(bronze_rows(lake, fresh_dataset)) >= len(sent), 90, "bronze")
+    assert sink.proc.poll() is None, sink.log_tail()
+    assert sink.terminate() == 0, sink.log_tail()
+    assert_exactly_once(bronze_rows(lake, fresh_dataset), sent)
+
+
 async def test_two_instances_share_partitions_one_stopped_midway(
     settings: Settings, lake: Lake, fresh_dataset: str, start_service
 ) -> None:
