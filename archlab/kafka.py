@@ -10,12 +10,17 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import ConsumerRecord
 from aiokafka.partitioner import murmur2
 
 from archlab.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -153,6 +158,30 @@ class KeyedBatchSender:
                 last = result.offset + count - 1
                 self.last_offsets[partition] = max(last, self.last_offsets.get(partition, -1))
         return delivered, [result for result in results if isinstance(result, BaseException)]
+
+
+async def wait_for_kafka(settings: Settings, stop: asyncio.Event, timeout_s: float = 300.0) -> bool:
+    """Wait until the broker answers a metadata request (a service started while Kafka restarts
+    waits for it instead of crashing); False when ``stop`` was set first. Raises after ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    delay = 0.5
+    while not stop.is_set():
+        client = AIOKafkaClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
+        try:
+            await client.bootstrap()
+            return True
+        except KafkaConnectionError:
+            if loop.time() > deadline:
+                raise
+            log.warning("waiting for Kafka", bootstrap=settings.kafka_bootstrap, retry_in_s=delay)
+        finally:
+            await client.close()
+        try:
+            await asyncio.wait_for(stop.wait(), delay)
+        except TimeoutError:
+            delay = min(delay * 2, 5.0)
+    return False
 
 
 async def end_offsets(settings: Settings, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:

@@ -15,6 +15,7 @@ import uvloop
 from pydantic import ValidationError
 
 from archlab.contract import ContractError
+from archlab.kafka import wait_for_kafka
 from archlab.observability import configure_logging, start_metrics_server
 from archlab.settings import Settings, describe_env_vars
 
@@ -70,7 +71,8 @@ async def _supervise(name: str, main: Callable[[S, asyncio.Event], Awaitable[Non
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     log.info("starting", service=name)
-    await main(settings, stop)
+    if await wait_for_kafka(settings, stop):
+        await main(settings, stop)
     log.info("stopped", service=name)
 
 
