@@ -61,7 +61,7 @@ test-integration: provision ## integration tests against real Kafka and MinIO
 test-e2e: provision ## whole-system tests
 	@.venv/bin/python -m pytest tests/e2e $(PYTEST_ARGS)
 
-bench: provision ## benchmarks (bench/): writes bench/results/*.json and *.md
+bench: provision ## end-to-end benchmark (1M orders; BENCH_ARGS="--events 300000"); per service: BENCH_ARGS=silver, or services
 	@.venv/bin/python -m bench $(BENCH_ARGS)
 
 chaos: provision ## 500k events while services are kill -9ed, Kafka restarted, MinIO stopped; verdict (CHAOS_ARGS)

@@ -1,4 +1,5 @@
-"""``python -m bench [NAME] [--events N]``: run one benchmark, or all of them (``chaos`` only by name:
+"""``python -m bench [NAME] [--events N]``: the end-to-end benchmark (``pipeline``, the default), one
+per-service benchmark, ``services`` (all of those) or ``all`` (``chaos`` only by name:
 ``python -m bench chaos``; more options with ``python -m bench.chaos --help``)."""
 
 from __future__ import annotations
@@ -7,22 +8,26 @@ from typing import Annotated
 
 import typer
 
-from bench import api, bronze, chaos, gold, silver
+from bench import api, bronze, chaos, gold, pipeline, silver
 
-BENCHMARKS = {"bronze": bronze.main, "silver": silver.main, "gold": gold.main, "api": api.main}
+SERVICES = {"bronze": bronze.main, "silver": silver.main, "gold": gold.main, "api": api.main}
+BENCHMARKS = {"pipeline": pipeline.main, **SERVICES}
 ON_DEMAND = {"chaos": chaos.main}  # long runs with failures injected: not part of `all`
 app = typer.Typer(add_completion=False)
 
 
 @app.command()
 def run(
-    name: Annotated[str, typer.Argument(help=f"one of {', '.join([*BENCHMARKS, *ON_DEMAND])}, or all")] = "all",
+    name: Annotated[str, typer.Argument(help=f"one of {', '.join([*BENCHMARKS, *ON_DEMAND])}, services, or all")] = "pipeline",
     events: Annotated[int | None, typer.Option(help="events to send (default: the benchmark's own)")] = None,
+    freshness_seconds: Annotated[float, typer.Option(help="pipeline: length of the freshness phase (0: none)")] = 60.0,
+    peer: Annotated[bool, typer.Option(help="pipeline: run the Quix Streams peer")] = True,
 ) -> None:
     """Run benchmarks against a throw-away native stack; results go to bench/results/."""
-    chosen = BENCHMARKS if name == "all" else {name: {**BENCHMARKS, **ON_DEMAND}[name]}
-    for bench in chosen.values():
-        bench(events) if events else bench()
+    chosen = {"all": BENCHMARKS, "services": SERVICES}.get(name) or {name: {**BENCHMARKS, **ON_DEMAND}[name]}
+    for key, bench in chosen.items():
+        options = {"freshness_s": freshness_seconds, "peer": peer} if key == "pipeline" else {}
+        bench(events, **options) if events else bench(**options)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,566 @@
+"""End-to-end benchmark: the whole pipeline as real processes, from the first send until gold is
+complete, its freshness through the API at half that rate, the broker's limit and a Quix Streams
+peer, all in one run on one throw-away native stack.
+
+    .venv/bin/python -m bench pipeline --events 1000000      (make bench)
+
+1. *Limit*: the same events (generated up front, in memory) sent by a bare aiokafka producer to a
+   scratch topic and read back by a bare aiokafka ``getmany`` loop, before any service runs.
+2. *Throughput*: bronze_sink, silver_refiner, gold_aggregator and the api start as
+   ``python -m services.<name>``; N orders are sent to ``<ds>.raw`` unpaced (the pipeline consumes
+   while they are sent). Gold is complete when the silver refiner has committed all of raw, the
+   shuffle stage all of silver and the aggregating stage all of the shuffle topic; end-to-end
+   events/s = N / (that moment - first send). Each service's rate is N (or the records of its
+   input topic) over the time until its group had committed its input.
+3. *Peer*: the Quix Streams application of ``bench/quix_peer.py`` over the same raw topic (our
+   services are idle meanwhile), timed by its consumer group (raw and its re-partition topic).
+4. *Freshness*: orders at 50% of the measured end-to-end rate (``produce_synthetic rate=``) plus,
+   every 0.25 s, a marker order shipped to a country code no generated order has (``XA``); a
+   marker is visible once the API's ``by_country_1m`` window for ``XA`` counts it. p50/p95/p99 of
+   send -> visible.
+
+Consumer lag of every group is sampled every 0.5 s (plot: ``bench/results/pipeline-lag.png``),
+RSS and CPU time of every process every 0.5 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import orjson
+import psutil
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from archlab.bootstrap import TOPIC_CONFIGS
+from archlab.generators import make_generator
+from archlab.kafka import KeyedBatchSender, make_consumer, make_producer, topic_partitions
+from archlab.produce import produce_synthetic
+from archlab.settings import PROJECT_ROOT, Settings
+from archlab.stack import free_ports
+from bench.common import RESULTS, consume_only_rate, fresh_dataset, report, throwaway_stack
+
+SERVICES = ("bronze_sink", "silver_refiner", "gold_aggregator", "api")
+SEND_EVENTS_PER_S = 20_000  # event-time speed of the generated stream: N orders span N/20,000 s of the past
+MARKER_COUNTRY = "XA"  # ISO 3166 user-assigned: never generated
+MARKER_EVERY_S = 0.25
+TARGETS = {"end_to_end_events_per_s": 25_000, "ratio_to_produce_only": 0.35, "ratio_to_peer": 2.0,
+           "freshness_p95_s": 2.0, "service_rss_mb": 300}
+
+
+# --- processes -----------------------------------------------------------------------------------
+@dataclass
+class Watched:
+    """A process whose RSS (with its children) and CPU time are sampled."""
+
+    name: str
+    proc: psutil.Process
+    popen: subprocess.Popen[bytes] | None = None
+    children: bool = True
+    peak_rss: int = 0
+    cpu_s: float = 0.0
+
+    def sample(self) -> None:
+        with contextlib.suppress(psutil.Error):
+            family = [self.proc, *(self.proc.children(recursive=True) if self.children else [])]
+            rss = cpu = 0
+            for p in family:
+                with contextlib.suppress(psutil.Error):
+                    rss += p.memory_info().rss
+                    times = p.cpu_times()
+                    cpu += times.user + times.system
+            self.peak_rss = max(self.peak_rss, rss)
+            self.cpu_s = max(self.cpu_s, cpu)
+
+
+@dataclass
+class Processes:
+    watched: dict[str, Watched] = field(default_factory=dict)
+
+    def add(self, name: str, pid: int, popen: subprocess.Popen[bytes] | None = None) -> Watched:
+        self.watched[name] = Watched(name, psutil.Process(pid), popen)
+        return self.watched[name]
+
+    def sample(self) -> None:
+        for w in self.watched.values():
+            w.sample()
+
+    def cpu(self) -> dict[str, float]:
+        self.sample()
+        return {name: w.cpu_s for name, w in self.watched.items()}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.sample()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+
+
+def _listener_pid(port: int) -> int | None:
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
+            return conn.pid
+    return None
+
+
+def _start(name: str, env: dict[str, str], logs: Path, args: list[str] | None = None) -> subprocess.Popen[bytes]:
+    log = (logs / f"{name}.log").open("wb")
+    command = [sys.executable, "-m", f"services.{name}"] if args is None else [sys.executable, *args]
+    return subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def _stop(popen: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    if popen.poll() is None:
+        popen.send_signal(signal.SIGTERM)
+        try:
+            popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait(10)
+
+
+# --- consumer lag --------------------------------------------------------------------------------
+class Lag:
+    """Committed offsets of consumer groups against the (read_committed) end of their input topics."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        self.consumer = make_consumer(settings, group_id=None)
+        self.partitions: dict[str, list[TopicPartition]] = {}
+        self.series: list[tuple[float, dict[str, int]]] = []
+
+    async def __aenter__(self) -> Lag:
+        await self.admin.start()
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.consumer.stop()
+        await self.admin.close()
+
+    async def _tps(self, topic: str) -> list[TopicPartition]:
+        if topic not in self.partitions:
+            self.partitions[topic] = await topic_partitions(self.settings, topic)
+        return self.partitions[topic]
+
+    async def ends(self, topic: str) -> dict[TopicPartition, int]:
+        """The offset a consumer that has read everything commits, per partition. A topic written
+        only in transactions ends with a commit marker that takes an offset but is never a record's,
+        so there it is the end offset minus one (raw, sent without transactions, ends at its end)."""
+        ends = await self.consumer.end_offsets(await self._tps(topic))
+        if topic.endswith(".raw"):
+            return ends
+        return {tp: max(0, end - 1) for tp, end in ends.items()}
+
+    async def committed(self, group: str, topic: str | None = None) -> dict[TopicPartition, int]:
+        offsets = await self.admin.list_consumer_group_offsets(group)
+        return {tp: o.offset for tp, o in offsets.items() if topic is None or tp.topic == topic}
+
+    async def lag(self, group: str, topic: str) -> int:
+        ends = await self.ends(topic)
+        committed = await self.committed(group, topic)
+        return sum(max(0, end - max(committed.get(tp, 0), 0)) for tp, end in ends.items())
+
+    async def wait_committed(self, group: str, ends: dict[TopicPartition, int], poll_s: float = 0.05) -> float:
+        """Until ``group`` has committed at least ``ends``; returns the moment (perf_counter)."""
+        while True:
+            committed = await self.committed(group)
+            if all(committed.get(tp, 0) >= end for tp, end in ends.items()):
+                return time.perf_counter()
+            await asyncio.sleep(poll_s)
+
+    async def sample_forever(self, groups: dict[str, str], stop: asyncio.Event, origin: float) -> None:
+        """Every 0.5 s: the lag of each group (name -> input topic) for the plot."""
+        while not stop.is_set():
+            row = {}
+            for group, topic in list(groups.items()):
+                with contextlib.suppress(Exception):
+                    row[group] = await self.lag(group, topic)
+            self.series.append((time.perf_counter() - origin, row))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+
+
+# --- sending -------------------------------------------------------------------------------------
+Batch = list[tuple[bytes | None, bytes, tuple]]
+
+
+def generate(events: int, seed: int, start: datetime) -> list[Batch]:
+    """The orders to send, generated up front so that neither rate includes the generator."""
+    generator = make_generator("orders", seed=seed, start=start, events_per_second=SEND_EVENTS_PER_S)
+    batches = []
+    for first in range(0, events, 5_000):
+        batches.append([(r.key, r.value, r.headers) for r in generator.batch(min(5_000, events - first))])
+    return batches
+
+
+async def send_all(settings: Settings, topic: str, batches: list[Batch]) -> float:
+    """Send the events unpaced with a bare aiokafka producer; returns the seconds it took."""
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        sender = await KeyedBatchSender.for_topic(producer, topic)
+        started = time.perf_counter()
+        since_flush = 0
+        for batch in batches:
+            for key, value, headers in batch:
+                await sender.send(key, value, headers)
+            since_flush += len(batch)
+            if since_flush >= 50_000:
+                _, errors = await sender.flush()
+                if errors:
+                    raise errors[0]
+                since_flush = 0
+        _, errors = await sender.flush()
+        if errors:
+            raise errors[0]
+        return time.perf_counter() - started
+    finally:
+        await producer.stop()
+
+
+async def _create_topic(settings: Settings, name: str) -> None:
+    """A scratch topic like a raw one (same partitions and configs)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, settings.topic_partitions, 1, topic_configs=TOPIC_CONFIGS["raw"])])
+    finally:
+        await admin.close()
+    for _ in range(100):
+        with contextlib.suppress(LookupError):
+            await topic_partitions(settings, name)
+            return
+        await asyncio.sleep(0.1)
+
+
+# --- freshness -----------------------------------------------------------------------------------
+def _marker(n: int) -> tuple[bytes, bytes, int]:
+    now = datetime.now(UTC)
+    order = f"O-9{n:07d}"
+    value = {"event_id": str(uuid.uuid4()), "event_time": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+             "order_id": order, "customer_id": "C-999999", "product_id": "P-99999", "category": "books",
+             "quantity": 1, "unit_price": 1.0, "currency": "EUR", "country": MARKER_COUNTRY,
+             "payment_method": "card", "channel": "web", "coupon_code": None}
+    window = int(now.timestamp() * 1000) // 60_000 * 60_000
+    return order.encode(), orjson.dumps(value), window
+
+
+async def freshness(settings: Settings, dataset: str, api: str, rate: float, seconds: float) -> dict[str, object]:
+    """Orders at ``rate`` for ``seconds`` plus markers; send -> visible in the API, per marker."""
+    sent: list[tuple[int, int, float]] = []  # (window start ms, n-th marker of that window, sent at)
+    per_window: dict[int, int] = {}
+    visible: dict[int, float] = {}  # index in sent -> seconds
+    done_sending = asyncio.Event()
+
+    async def markers() -> None:
+        producer = make_producer(settings, linger_ms=0)
+        await producer.start()
+        try:
+            n = 0
+            while not done_sending.is_set():
+                key, value, window = _marker(n)
+                per_window[window] = per_window.get(window, 0) + 1
+                started = time.perf_counter()
+                await producer.send_and_wait(f"{dataset}.raw", value, key=key)
+                sent.append((window, per_window[window], started))
+                n += 1
+                await asyncio.sleep(MARKER_EVERY_S)
+        finally:
+            await producer.stop()
+
+    async def poll() -> None:
+        url = f"{api}/v1/datasets/{dataset}/aggregates/by_country_1m"
+        async with httpx.AsyncClient(timeout=10) as http:
+            while not (done_sending.is_set() and len(visible) == len(sent)):
+                response = await http.get(url, params={"country": MARKER_COUNTRY, "limit": 1000})
+                now = time.perf_counter()
+                if response.status_code == 200:
+                    counts = {}
+                    for item in response.json()["items"]:
+                        start = int(datetime.fromisoformat(item["window_start"].replace("Z", "+00:00")).timestamp() * 1000)
+                        counts[start] = item.get("events") or 0
+                    for i, (window, nth, at) in enumerate(sent):
+                        if i not in visible and counts.get(window, 0) >= nth:
+                            visible[i] = now - at
+                await asyncio.sleep(0.05)
+
+    async def load() -> object:
+        try:
+            return await produce_synthetic(settings, "orders", count=0, rate=rate, seed=2, duration=seconds,
+                                           topic=f"{dataset}.raw")
+        finally:
+            done_sending.set()
+
+    poller = asyncio.create_task(poll())
+    summary, _ = await asyncio.gather(load(), markers())
+    try:
+        await asyncio.wait_for(poller, 120)
+    except TimeoutError:
+        pass
+    latencies = sorted(visible.values())
+
+    def pct(q: float) -> float | None:
+        return round(latencies[min(len(latencies) - 1, int(len(latencies) * q))], 3) if latencies else None
+
+    return {
+        "freshness_rate_target_events_per_s": round(rate),
+        "freshness_rate_sent_events_per_s": round(summary.rate),  # type: ignore[attr-defined]
+        "freshness_markers": len(sent), "freshness_markers_seen": len(latencies),
+        "freshness_p50_s": pct(0.50), "freshness_p95_s": pct(0.95), "freshness_p99_s": pct(0.99),
+        "freshness_max_s": round(latencies[-1], 3) if latencies else None,
+    }
+
+
+# --- the run -------------------------------------------------------------------------------------
+def _contracts(folder: Path, dataset: str) -> Path:
+    contracts = folder / "contracts"
+    shutil.copytree(PROJECT_ROOT / "contracts" / "reference", contracts / "reference")
+    text = (PROJECT_ROOT / "contracts" / "orders.yaml").read_text()
+    (contracts / f"{dataset}.yaml").write_text(text.replace("dataset: orders", f"dataset: {dataset}", 1))
+    return contracts
+
+
+async def _wait_ready(lag: Lag, api: str, groups: list[str], timeout: float = 120) -> None:
+    """Until every group exists on the broker and the API answers /readyz, then the first rebalance's
+    few seconds (aiokafka cannot decode this broker's DescribeGroups answer, so no state is read)."""
+    deadline = time.monotonic() + timeout
+    known: set[str] = set()
+    api_ready = False
+    async with httpx.AsyncClient(timeout=2) as http:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(KafkaError):
+                known = {entry[0] for entry in await lag.admin.list_consumer_groups()}
+            with contextlib.suppress(httpx.HTTPError):
+                api_ready = (await http.get(f"{api}/readyz")).status_code == 200
+            if api_ready and known.issuperset(groups):
+                await asyncio.sleep(5)
+                return
+            await asyncio.sleep(0.5)
+    raise RuntimeError(f"services not ready after {timeout} s: groups {sorted(known)}, api ready {api_ready}")
+
+
+async def _peer(settings: Settings, lag: Lag, raw: str, folder: Path, logs: Path, procs: Processes,
+                guarantee: str) -> tuple[float, str, int]:
+    """Run the Quix peer over ``raw``; (seconds until its group committed everything, guarantee, peak RSS)."""
+    group = f"quix-peer-{guarantee}"
+    raw_ends = await lag.ends(raw)
+    started = time.perf_counter()
+    popen = _start(f"quix_peer_{guarantee}", dict(os.environ), logs, [
+        "-m", "bench.quix_peer", "--bootstrap", settings.kafka_bootstrap, "--topic", raw, "--prefix", group,
+        "--group", group, "--state-dir", str(folder / f"quix-state-{guarantee}"), "--guarantee", guarantee])
+    watched = procs.add("quix_peer", popen.pid, popen)
+    try:
+        waiter = asyncio.create_task(lag.wait_committed(group, raw_ends))
+        while not waiter.done():
+            if popen.poll() is not None:
+                waiter.cancel()
+                raise RuntimeError(f"the Quix peer exited with {popen.returncode}; see {logs}")
+            await asyncio.sleep(0.2)
+        # then the re-partition topic, read by the same group, until nothing more arrives
+        while True:
+            topics = {tp.topic for tp in await lag.committed(group)} - {raw}
+            ends: dict[TopicPartition, int] = {}
+            for topic in topics:
+                ends.update(await lag.ends(topic))
+            done = await lag.wait_committed(group, ends)
+            again: dict[TopicPartition, int] = {}
+            for topic in topics:
+                again.update(await lag.ends(topic))
+            if again == ends:
+                return done - started, guarantee, watched.peak_rss
+    finally:
+        _stop(popen)
+        watched.sample()
+        del procs.watched["quix_peer"]
+
+
+async def measure(events: int, freshness_s: float, peer: bool) -> dict[str, object]:
+    load_before = os.getloadavg()
+    with throwaway_stack() as settings, tempfile.TemporaryDirectory(prefix="lab-bench-pipeline-") as tmp:
+        folder = Path(tmp)
+        logs = RESULTS / "pipeline-logs"
+        shutil.rmtree(logs, ignore_errors=True)
+        logs.mkdir(parents=True)
+        dataset = await fresh_dataset(settings)
+        raw = f"{dataset}.raw"
+        start = datetime.now(UTC) - timedelta(seconds=events / SEND_EVENTS_PER_S)
+        procs = Processes()
+        procs.add("bench (producer, samplers)", os.getpid()).children = False
+        kafka_port = int(settings.kafka_bootstrap.rsplit(":", 1)[1])
+        minio_port = int(settings.s3_endpoint.rsplit(":", 1)[1])
+        for name, port in (("kafka", kafka_port), ("minio", minio_port)):
+            if (pid := _listener_pid(port)) is not None:
+                procs.add(name, pid)
+
+        # 1. the limit: the same events to a scratch topic, then read back
+        limit_topic = f"{dataset}.limit"
+        await _create_topic(settings, limit_topic)
+        batches = generate(events, seed=1, start=start)
+        produce_s = await send_all(settings, limit_topic, batches)
+        consumed, consume_s = await consume_only_rate(settings, limit_topic)
+        print(f"[limit] produce-only {events / produce_s:,.0f}/s, consume-only {consumed / consume_s:,.0f}/s", flush=True)
+
+        # 2. the services
+        api_port, *metrics = free_ports(1 + len(SERVICES))
+        env = {**os.environ, "LAB_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "LAB_S3_ENDPOINT": settings.s3_endpoint,
+               "LAB_S3_ACCESS_KEY": settings.s3_access_key.get_secret_value(),
+               "LAB_S3_SECRET_KEY": settings.s3_secret_key.get_secret_value(), "LAB_BUCKET": settings.bucket,
+               "LAB_DATASETS": dataset, "LAB_CONTRACTS_DIR": str(_contracts(folder, dataset)),
+               "LAB_API_PORT": str(api_port), "LAB_API_HOST": "127.0.0.1", "LAB_LOG_LEVEL": "WARNING",
+               "LAB_BRONZE_GROUP": "bronze_sink", "LAB_SILVER_GROUP": "silver_refiner",
+               "LAB_GOLD_GROUP": "gold_aggregator", "LAB_INSTANCE_ID": "bench"}
+        popens = {}
+        for name, port in zip(SERVICES, metrics, strict=True):
+            popens[name] = _start(name, {**env, "LAB_METRICS_PORT": str(port)}, logs)
+            procs.add(name, popens[name].pid, popens[name])
+        api = f"http://127.0.0.1:{api_port}"
+        groups = {"bronze_sink": raw, "silver_refiner": raw, "gold_aggregator-shuffle": f"{dataset}.silver",
+                  "gold_aggregator": f"{dataset}.gold-shuffle", "silver_refiner-silver-lake": f"{dataset}.silver",
+                  "gold_aggregator-gold-lake": f"{dataset}.gold"}
+        stop_sampling = asyncio.Event()
+        result: dict[str, object] = {}
+        try:
+            async with Lag(settings) as lag:
+                await _wait_ready(lag, api, ["bronze_sink", "silver_refiner", "gold_aggregator-shuffle", "gold_aggregator"])
+                origin = time.perf_counter()
+                samplers = [asyncio.create_task(lag.sample_forever(groups, stop_sampling, origin)),
+                            asyncio.create_task(procs.run(stop_sampling))]
+                phases: dict[str, float] = {}
+
+                # 3. throughput: send N unpaced, wait until gold is complete
+                cpu_before = procs.cpu()
+                t0 = time.perf_counter()
+                phases["throughput"] = t0 - origin
+                send_s = await send_all(settings, raw, batches)
+                del batches
+                raw_ends = await lag.ends(raw)
+                bronze = asyncio.create_task(lag.wait_committed("bronze_sink", raw_ends))
+                t_silver = await lag.wait_committed("silver_refiner", raw_ends)
+                silver_ends = await lag.ends(f"{dataset}.silver")
+                t_shuffle = await lag.wait_committed("gold_aggregator-shuffle", silver_ends)
+                shuffle_ends = await lag.ends(f"{dataset}.gold-shuffle")
+                t_gold = await lag.wait_committed("gold_aggregator", shuffle_ends)
+                t_bronze = await bronze
+                cpu_after = procs.cpu()
+                elapsed = t_gold - t0
+                e2e = events / elapsed
+                produce_rate = events / produce_s
+                print(f"[throughput] {events:,} events to gold in {elapsed:.1f} s: {e2e:,.0f}/s", flush=True)
+                result.update({
+                    "events": events,
+                    "load_average_before": " / ".join(f"{x:.2f}" for x in load_before),
+                    "produce_only_events_per_s": round(produce_rate),
+                    "consume_only_events_per_s": round(consumed / consume_s),
+                    "send_events_per_s": round(events / send_s),
+                    "end_to_end_s": round(elapsed, 2),
+                    "end_to_end_events_per_s": round(e2e),
+                    "ratio_end_to_end_to_produce_only": round(e2e / produce_rate, 3),
+                    "bronze_done_s": round(t_bronze - t0, 2), "bronze_events_per_s": round(events / (t_bronze - t0)),
+                    "silver_done_s": round(t_silver - t0, 2), "silver_events_per_s": round(events / (t_silver - t0)),
+                    "shuffle_done_s": round(t_shuffle - t0, 2),
+                    "gold_done_s": round(elapsed, 2),
+                })
+                for name in cpu_after:
+                    used = cpu_after[name] - cpu_before.get(name, 0.0)
+                    result[f"cpu_s_during_throughput[{name}]"] = f"{used:.1f} ({used / elapsed:.0%} of a core)"
+                result["cpu_s_during_throughput[total]"] = (
+                    f"{sum(cpu_after.values()) - sum(cpu_before.values()):.1f} of {2 * elapsed:.1f} available")
+
+                # 4. the peer, over the same raw topic (our services idle)
+                if peer:
+                    phases["peer"] = time.perf_counter() - origin
+                    groups_peer = {"quix-peer-exactly-once": raw}
+                    groups.update(groups_peer)
+                    try:
+                        peer_s, guarantee, peer_rss = await _peer(settings, lag, raw, folder, logs, procs, "exactly-once")
+                    except RuntimeError as error:
+                        print(f"[peer] exactly-once failed ({error}); at-least-once", flush=True)
+                        groups["quix-peer-at-least-once"] = raw
+                        peer_s, guarantee, peer_rss = await _peer(settings, lag, raw, folder, logs, procs, "at-least-once")
+                    for g in [g for g in groups if g.startswith("quix-peer")]:
+                        del groups[g]
+                    peer_rate = events / peer_s
+                    print(f"[peer] Quix Streams ({guarantee}): {peer_rate:,.0f}/s", flush=True)
+                    result.update({"peer": f"Quix Streams {__import__('quixstreams').__version__}, {guarantee}",
+                                   "peer_s": round(peer_s, 2), "peer_events_per_s": round(peer_rate),
+                                   "ratio_end_to_end_to_peer": round(e2e / peer_rate, 2),
+                                   "peak_rss_mb[quix_peer]": round(peer_rss / 2**20)})
+
+                # 5. freshness at half the end-to-end rate
+                if freshness_s > 0:
+                    phases["freshness"] = time.perf_counter() - origin
+                    result.update(await freshness(settings, dataset, api, e2e / 2, freshness_s))
+                    print(f"[freshness] p50 {result['freshness_p50_s']} s, p95 {result['freshness_p95_s']} s", flush=True)
+                phases["end"] = time.perf_counter() - origin
+                stop_sampling.set()
+                await asyncio.gather(*samplers)
+        finally:
+            stop_sampling.set()
+            for popen in popens.values():
+                _stop(popen)
+        for name in SERVICES:
+            result[f"peak_rss_mb[{name}]"] = round(procs.watched[name].peak_rss / 2**20)
+        for name in ("kafka", "minio"):
+            if name in procs.watched:
+                result[f"peak_rss_mb[{name}]"] = round(procs.watched[name].peak_rss / 2**20)
+        result["load_average_after"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    _plot(lag.series, phases)
+    result["targets"] = ", ".join(f"{k} {v}" for k, v in TARGETS.items())
+    return result
+
+
+def _plot(series: list[tuple[float, dict[str, int]]], phases: dict[str, float]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "pipeline-lag.json").write_bytes(orjson.dumps({"phases_s": phases, "samples": [
+        {"t_s": round(t, 2), **row} for t, row in series]}, option=orjson.OPT_INDENT_2))
+    groups = sorted({g for _, row in series for g in row})
+    fig, ax = plt.subplots(figsize=(11, 5))
+    for group in groups:
+        points = [(t, row[group]) for t, row in series if group in row]
+        ax.plot([p[0] for p in points], [p[1] for p in points], label=group, linewidth=1.2)
+    for name, at in phases.items():
+        if name != "end":
+            ax.axvline(at, color="grey", linestyle=":", linewidth=1)
+            ax.text(at, ax.get_ylim()[1] * 0.98, f" {name}", va="top", fontsize=8, color="grey")
+    ax.set_xlabel("seconds since the services were ready")
+    ax.set_ylabel("consumer lag (records)")
+    ax.set_title("End-to-end benchmark: consumer lag per group (sampled every 0.5 s)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "pipeline-lag.png", dpi=110)
+    plt.close(fig)
+
+
+def main(events: int = 1_000_000, freshness_s: float = 60.0, peer: bool = True) -> None:
+    result = asyncio.run(measure(events, freshness_s, peer))
+    report("pipeline", "End-to-end: raw -> silver -> gold, freshness through the API, limit and peer", result)
+    print(f"lag plot: {RESULTS / 'pipeline-lag.png'}")
+
+
+if __name__ == "__main__":
+    main()
