@@ -265,11 +265,20 @@ def _marker(n: int) -> tuple[bytes, bytes, int]:
 
 
 async def freshness(settings: Settings, dataset: str, api: str, rate: float, seconds: float) -> dict[str, object]:
-    """Orders at ``rate`` for ``seconds`` plus markers; send -> visible in the API, per marker."""
-    sent: list[tuple[int, int, float]] = []  # (window start ms, n-th marker of that window, sent at)
+    """Orders at ``rate`` for ``seconds`` plus markers; send -> visible in the API, per marker, and
+    where that time goes: when each marker was first readable (read_committed) in silver, in the
+    shuffle topic and (counted in its window) in gold."""
+    sent: list[tuple[int, int, float, str]] = []  # (window start ms, n-th marker of that window, sent at, event id)
     per_window: dict[int, int] = {}
-    visible: dict[int, float] = {}  # index in sent -> seconds
+    visible: dict[int, float] = {}  # index in sent -> perf_counter when the API showed it
+    seen: dict[str, dict[str, float]] = {"silver": {}, "shuffle": {}}  # stage -> event id -> perf_counter
+    gold_counts: list[tuple[float, int, int]] = []  # (perf_counter, window start ms, events)
     done_sending = asyncio.Event()
+    finished = asyncio.Event()
+    needle = f'"country":"{MARKER_COUNTRY}"'.encode()
+
+    def window_ms(text: str) -> int:
+        return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
 
     async def markers() -> None:
         producer = make_producer(settings, linger_ms=0)
@@ -279,9 +288,10 @@ async def freshness(settings: Settings, dataset: str, api: str, rate: float, sec
             while not done_sending.is_set():
                 key, value, window = _marker(n)
                 per_window[window] = per_window.get(window, 0) + 1
+                nth = per_window[window]
                 started = time.perf_counter()
                 await producer.send_and_wait(f"{dataset}.raw", value, key=key)
-                sent.append((window, per_window[window], started))
+                sent.append((window, nth, started, orjson.loads(value)["event_id"]))
                 n += 1
                 await asyncio.sleep(MARKER_EVERY_S)
         finally:
@@ -294,14 +304,34 @@ async def freshness(settings: Settings, dataset: str, api: str, rate: float, sec
                 response = await http.get(url, params={"country": MARKER_COUNTRY, "limit": 1000})
                 now = time.perf_counter()
                 if response.status_code == 200:
-                    counts = {}
-                    for item in response.json()["items"]:
-                        start = int(datetime.fromisoformat(item["window_start"].replace("Z", "+00:00")).timestamp() * 1000)
-                        counts[start] = item.get("events") or 0
-                    for i, (window, nth, at) in enumerate(sent):
+                    counts = {window_ms(item["window_start"]): item.get("events") or 0 for item in response.json()["items"]}
+                    for i, (window, nth, _at, _id) in enumerate(sent):
                         if i not in visible and counts.get(window, 0) >= nth:
-                            visible[i] = now - at
+                            visible[i] = now
                 await asyncio.sleep(0.05)
+
+    async def trace(tps: list[TopicPartition]) -> None:
+        consumer = make_consumer(settings, group_id=None)
+        await consumer.start()
+        try:
+            consumer.assign(tps)
+            await consumer.seek_to_end(*tps)
+            while not finished.is_set():
+                fetched = await consumer.getmany(timeout_ms=100)
+                now = time.perf_counter()
+                for tp, records in fetched.items():
+                    stage = tp.topic.rsplit(".", 1)[1]
+                    for record in records:
+                        if record.value is None or needle not in record.value:
+                            continue
+                        row = orjson.loads(record.value)
+                        if stage == "gold":
+                            if row.get("aggregate") == "by_country_1m":
+                                gold_counts.append((now, window_ms(row["window_start"]), row.get("events") or 0))
+                        else:
+                            seen["silver" if stage == "silver" else "shuffle"].setdefault(row["event_id"], now)
+        finally:
+            await consumer.stop()
 
     async def load() -> object:
         try:
@@ -310,23 +340,39 @@ async def freshness(settings: Settings, dataset: str, api: str, rate: float, sec
         finally:
             done_sending.set()
 
+    tps = [tp for topic in ("silver", "gold-shuffle", "gold") for tp in await topic_partitions(settings, f"{dataset}.{topic}")]
+    tracer = asyncio.create_task(trace(tps))
+    await asyncio.sleep(1)  # the tracer is at the end of its topics
     poller = asyncio.create_task(poll())
     summary, _ = await asyncio.gather(load(), markers())
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(poller, 120)
-    except TimeoutError:
-        pass
-    latencies = sorted(visible.values())
+    finished.set()
+    await tracer
+    latencies = sorted(visible[i] - sent[i][2] for i in visible)
 
-    def pct(q: float) -> float | None:
-        return round(latencies[min(len(latencies) - 1, int(len(latencies) * q))], 3) if latencies else None
+    def pct(values: list[float], q: float) -> float | None:
+        values = sorted(values)
+        return round(values[min(len(values) - 1, int(len(values) * q))], 3) if values else None
 
+    # where the time goes, per marker: send -> silver -> shuffle -> gold -> API
+    hops: dict[str, list[float]] = {"raw_to_silver": [], "silver_to_shuffle": [], "shuffle_to_gold": [], "gold_to_api": []}
+    for i, (window, nth, at, event_id) in enumerate(sent):
+        silver, shuffle = seen["silver"].get(event_id), seen["shuffle"].get(event_id)
+        gold = next((t for t, w, events in gold_counts if w == window and events >= nth), None)
+        if None in (silver, shuffle, gold) or i not in visible:
+            continue
+        hops["raw_to_silver"].append(silver - at)
+        hops["silver_to_shuffle"].append(shuffle - silver)
+        hops["shuffle_to_gold"].append(gold - shuffle)
+        hops["gold_to_api"].append(visible[i] - gold)
     return {
         "freshness_rate_target_events_per_s": round(rate),
         "freshness_rate_sent_events_per_s": round(summary.rate),  # type: ignore[attr-defined]
         "freshness_markers": len(sent), "freshness_markers_seen": len(latencies),
-        "freshness_p50_s": pct(0.50), "freshness_p95_s": pct(0.95), "freshness_p99_s": pct(0.99),
-        "freshness_max_s": round(latencies[-1], 3) if latencies else None,
+        "freshness_p50_s": pct(latencies, 0.50), "freshness_p95_s": pct(latencies, 0.95),
+        "freshness_p99_s": pct(latencies, 0.99), "freshness_max_s": round(latencies[-1], 3) if latencies else None,
+        **{f"freshness_hop_p50/p95_s[{hop}]": f"{pct(values, 0.5)} / {pct(values, 0.95)}" for hop, values in hops.items()},
     }
 
 
@@ -448,6 +494,7 @@ async def measure(events: int, freshness_s: float, peer: bool) -> dict[str, obje
 
                 # 3. throughput: send N unpaced, wait until gold is complete
                 cpu_before = procs.cpu()
+                machine_before = psutil.cpu_times()
                 t0 = time.perf_counter()
                 phases["throughput"] = t0 - origin
                 send_s = await send_all(settings, raw, batches)
@@ -461,6 +508,7 @@ async def measure(events: int, freshness_s: float, peer: bool) -> dict[str, obje
                 t_gold = await lag.wait_committed("gold_aggregator", shuffle_ends)
                 t_bronze = await bronze
                 cpu_after = procs.cpu()
+                machine_after = psutil.cpu_times()
                 elapsed = t_gold - t0
                 e2e = events / elapsed
                 produce_rate = events / produce_s
@@ -482,8 +530,12 @@ async def measure(events: int, freshness_s: float, peer: bool) -> dict[str, obje
                 for name in cpu_after:
                     used = cpu_after[name] - cpu_before.get(name, 0.0)
                     result[f"cpu_s_during_throughput[{name}]"] = f"{used:.1f} ({used / elapsed:.0%} of a core)"
-                result["cpu_s_during_throughput[total]"] = (
-                    f"{sum(cpu_after.values()) - sum(cpu_before.values()):.1f} of {2 * elapsed:.1f} available")
+                ours = sum(cpu_after.values()) - sum(cpu_before.values())
+                busy = sum(machine_after) - sum(machine_before) - (machine_after.idle - machine_before.idle) - (
+                    machine_after.iowait - machine_before.iowait)
+                result["cpu_s_during_throughput[this run, total]"] = f"{ours:.1f} of {os.cpu_count() * elapsed:.1f} available"
+                result["cpu_s_during_throughput[other processes on the machine]"] = f"{max(0.0, busy - ours):.1f}"
+                result["cpu_us_per_event[this run]"] = round(ours / events * 1e6)
 
                 # 4. the peer, over the same raw topic (our services idle)
                 if peer:
