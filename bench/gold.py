@@ -58,9 +58,9 @@ async def measure(events: int) -> dict[str, object]:
             asyncio.create_task(_stage(settings, Shuffler, contracts, f"shuffle-{dataset}", f"{dataset}.silver", stop, state)),
             asyncio.create_task(_stage(settings, Aggregator, contracts, f"gold-{dataset}", shuffle_topic(dataset), stop, state)),
         ]
-        await wait_committed(settings, f"shuffle-{dataset}", f"{dataset}.silver", poll_s=0.05)
+        await wait_committed(settings, f"shuffle-{dataset}", f"{dataset}.silver", poll_s=0.05, transactional=True)
         shuffled_s = time.perf_counter() - started
-        await wait_committed(settings, f"gold-{dataset}", shuffle_topic(dataset), poll_s=0.05)
+        await wait_committed(settings, f"gold-{dataset}", shuffle_topic(dataset), poll_s=0.05, transactional=True)
         elapsed = time.perf_counter() - started
         stop.set()
         await asyncio.gather(*stages)

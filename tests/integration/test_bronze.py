@@ -160,7 +160,8 @@ async def test_two_instances_share_partitions_one_stopped_midway(
     producing = asyncio.create_task(
         produce_synthetic(settings, "orders", count=60_000, rate=6_000, seed=17, topic=f"{fresh_dataset}.raw")
     )
-    await asyncio.sleep(5)
+    await second.working()  # it owns partitions (a loaded machine may take a while to start it)
+    await asyncio.sleep(3)
     assert second.terminate() == 0, second.log_tail()
     summary = await producing
     assert summary.sent == 60_000
