@@ -645,13 +645,19 @@ def check_sql(contract: Contract, contracts_dir: Path) -> list[str]:
         # later derived fields and rules may use this one, even when it is broken
         con.execute(f"ALTER TABLE event ADD COLUMN {quote(derived.name)} {sql_type(derived.type)}")
     for rule in contract.rules:
-        problem = _bind(con, rule.sql, f"SELECT * FROM event WHERE ({rule.sql})")
-        if problem is None:
-            result = con.execute(f"DESCRIBE SELECT ({rule.sql}) AS r FROM event").fetchall()[0][1]
-            problem = None if result == "BOOLEAN" else f"sql must be a boolean expression, but gives {result}"
+        problem = _boolean_problem(con, rule.sql, "event")
         if problem:
             problems.append(f"rules.{rule.name}: {problem}")
     return problems + _check_conditions(contract, con)
+
+
+def _boolean_problem(con: duckdb.DuckDBPyConnection, expression: str, table: str) -> str | None:
+    """Why ``expression`` is not a valid boolean expression over ``table``, or None."""
+    problem = _bind(con, expression, f"SELECT * FROM {table} WHERE ({expression})")
+    if problem is None:
+        result = con.execute(f"DESCRIBE SELECT ({expression}) AS r FROM {table}").fetchall()[0][1]
+        problem = None if result == "BOOLEAN" else f"sql must be a boolean expression, but gives {result}"
+    return problem
 
 
 def _check_conditions(contract: Contract, con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -663,10 +669,7 @@ def _check_conditions(contract: Contract, con: duckdb.DuckDBPyConnection) -> lis
         for measure in aggregate.measures:
             if measure.condition is None:
                 continue
-            problem = _bind(con, measure.condition, f"SELECT * FROM silver WHERE ({measure.condition})")
-            if problem is None:
-                result = con.execute(f"DESCRIBE SELECT ({measure.condition}) AS r FROM silver").fetchall()[0][1]
-                problem = None if result == "BOOLEAN" else f"condition must be boolean, but gives {result}"
+            problem = _boolean_problem(con, measure.condition, "silver")
             if problem:
                 problems.append(f"aggregates.{aggregate.name}.measures.{measure.name}.condition: {problem}")
     return problems

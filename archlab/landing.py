@@ -38,7 +38,9 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Gauge, Histogram
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
+from archlab.kafka import make_consumer
 from archlab.lake import Lake, partition_folder
+from archlab.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -284,3 +286,19 @@ def _split_by_folder(table: pa.Table, encoder: BatchEncoder, dataset: str, name:
         subdir = group["k0"] if encoder.subdir_column is not None else None
         folder = partition_folder(encoder.layer, dataset, hour.astimezone(UTC), subdir)
         yield f"{folder}/{name}", table.take(pa.array(group["row_list"], pa.int64()))
+
+
+async def land(
+    settings: Settings, encoder: BatchEncoder, topics: list[str], group: str, stop: asyncio.Event
+) -> None:
+    """Run a LakeSink for ``topics`` in consumer group ``group`` until ``stop``: every service's
+    lake landing (bronze, silver, quarantine, dq, gold)."""
+    consumer = make_consumer(settings, group_id=group)
+    sink = LakeSink(consumer, Lake.from_settings(settings), encoder, group_id=group,
+                    policy=RollPolicy(settings.flush_records, settings.flush_bytes, settings.flush_interval_s))
+    consumer.subscribe(topics, listener=sink.listener)
+    await consumer.start()
+    try:
+        await sink.run(stop)
+    finally:
+        await consumer.stop()

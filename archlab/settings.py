@@ -6,6 +6,7 @@ Secrets have no default: a service started without them fails at once with a cle
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -35,6 +36,10 @@ class Settings(BaseSettings):
     metrics_port: int = Field(0, ge=0, description="Prometheus metrics port (0 = no metrics server)")
     log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR")
     log_json: bool = Field(False, description="Log as JSON lines instead of console text")
+    instance_id: str = Field(
+        default_factory=socket.gethostname,
+        description="Stable id of this instance; its transactional ids fence a crashed predecessor",
+    )
 
     # Landing: when a buffered file is rolled and written to the lake.
     flush_records: int = Field(50_000, ge=1, description="Roll a lake file after this many records")

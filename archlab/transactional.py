@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from archlab.kafka import KeyedBatchSender
+from archlab.kafka import KeyedBatchSender, make_consumer, make_producer
+from archlab.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -129,3 +131,25 @@ class TransactionalProcessor(ABC):
 
     def committed(self) -> None:
         """After a commit or a restore (e.g. to update gauges)."""
+
+
+async def run_transactional(
+    settings: Settings,
+    make: Callable[[AIOKafkaConsumer, AIOKafkaProducer], TransactionalProcessor],
+    topics: list[str],
+    group: str,
+    stop: asyncio.Event,
+) -> None:
+    """Run one processor, made by ``make``, over ``topics`` in ``group`` until ``stop``; its
+    transactional id is ``<group>-<instance id>``."""
+    producer = make_producer(settings, transactional_id=f"{group}-{settings.instance_id}", transaction_timeout_ms=20_000)
+    consumer = make_consumer(settings, group_id=group)
+    await producer.start()  # fences a dead predecessor with the same id, aborting its open transaction
+    processor = make(consumer, producer)
+    consumer.subscribe(topics, listener=processor.listener)
+    await consumer.start()
+    try:
+        await processor.run(stop)
+    finally:
+        await consumer.stop()
+        await producer.stop()

@@ -15,27 +15,10 @@ from pathlib import Path
 
 from archlab.contract import load_contract
 from archlab.gold import Aggregator, Shuffler, shuffle_topic
-from archlab.kafka import make_consumer, make_producer
 from archlab.produce import produce_synthetic
-from archlab.settings import Settings
+from archlab.transactional import run_transactional
 from bench.common import consume_only_rate, fresh_dataset, report, throwaway_stack, wait_committed
 from bench.silver import silver_refiner
-
-
-async def _stage(settings: Settings, kind: type, contracts: dict, group: str, topic: str, stop: asyncio.Event,
-                 state_dir: Path) -> None:
-    producer = make_producer(settings, transactional_id=f"{group}-bench", transaction_timeout_ms=20_000)
-    consumer = make_consumer(settings, group_id=group)
-    await producer.start()
-    extra = {"settings": settings, "state_dir": state_dir} if kind is Aggregator else {}
-    stage = kind(**extra, contracts=contracts, consumer=consumer, producer=producer, group_id=group, max_batch=20_000)
-    consumer.subscribe([topic], listener=stage.listener)
-    await consumer.start()
-    try:
-        await stage.run(stop)
-    finally:
-        await consumer.stop()
-        await producer.stop()
 
 
 async def measure(events: int) -> dict[str, object]:
@@ -54,9 +37,16 @@ async def measure(events: int) -> dict[str, object]:
         stop = asyncio.Event()
         state = Path(tempfile.mkdtemp(prefix="lab-bench-gold-state-"))
         started = time.perf_counter()
+        def shuffler(consumer, producer) -> Shuffler:  # type: ignore[no-untyped-def]
+            return Shuffler(contracts, consumer, producer, group_id=f"shuffle-{dataset}", max_batch=20_000)
+
+        def aggregator(consumer, producer) -> Aggregator:  # type: ignore[no-untyped-def]
+            return Aggregator(settings, contracts, consumer, producer, group_id=f"gold-{dataset}", max_batch=20_000,
+                              state_dir=state)
+
         stages = [
-            asyncio.create_task(_stage(settings, Shuffler, contracts, f"shuffle-{dataset}", f"{dataset}.silver", stop, state)),
-            asyncio.create_task(_stage(settings, Aggregator, contracts, f"gold-{dataset}", shuffle_topic(dataset), stop, state)),
+            asyncio.create_task(run_transactional(settings, shuffler, [f"{dataset}.silver"], f"shuffle-{dataset}", stop)),
+            asyncio.create_task(run_transactional(settings, aggregator, [shuffle_topic(dataset)], f"gold-{dataset}", stop)),
         ]
         await wait_committed(settings, f"shuffle-{dataset}", f"{dataset}.silver", poll_s=0.05, transactional=True)
         shuffled_s = time.perf_counter() - started

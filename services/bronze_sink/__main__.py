@@ -8,9 +8,7 @@ import asyncio
 from pydantic import Field
 
 from archlab.bronze import BronzeEncoder
-from archlab.kafka import make_consumer
-from archlab.lake import Lake
-from archlab.landing import LakeSink, RollPolicy
+from archlab.landing import land
 from archlab.service import run_service
 from archlab.settings import Settings
 
@@ -21,20 +19,7 @@ class BronzeSettings(Settings):
 
 async def main(settings: BronzeSettings, stop: asyncio.Event) -> None:
     topics = [f"{dataset}.raw" for dataset in settings.datasets]
-    consumer = make_consumer(settings, group_id=settings.bronze_group)
-    sink = LakeSink(
-        consumer,
-        Lake.from_settings(settings),
-        BronzeEncoder(),
-        group_id=settings.bronze_group,
-        policy=RollPolicy(settings.flush_records, settings.flush_bytes, settings.flush_interval_s),
-    )
-    consumer.subscribe(topics, listener=sink.listener)
-    await consumer.start()
-    try:
-        await sink.run(stop)
-    finally:
-        await consumer.stop()
+    await land(settings, BronzeEncoder(), topics, settings.bronze_group, stop)
 
 
 if __name__ == "__main__":
