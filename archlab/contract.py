@@ -467,6 +467,17 @@ class Contract(BaseModel):
             ]
         )
 
+    @cached_property
+    def gold_inputs(self) -> pa.Schema:
+        """The silver columns the aggregates read: event time, dimensions, measure fields, and any
+        column named in a ``count_if`` condition (a word match: a superset is harmless)."""
+        words = {w for a in self.aggregates for m in a.measures if m.condition for w in re.findall(r"\w+", m.condition)}
+        needed = {self.event_time} | words
+        for aggregate in self.aggregates:
+            needed.update(aggregate.group_by)
+            needed.update(m.field for m in aggregate.measures if m.field)
+        return pa.schema([f for f in self.silver_schema if f.name in needed])
+
     def aggregate(self, name: str) -> Aggregate:
         for aggregate in self.aggregates:
             if aggregate.name == name:

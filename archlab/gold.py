@@ -43,7 +43,7 @@ from prometheus_client import Counter, Gauge
 
 from archlab.contract import Contract, quote
 from archlab.kafka import end_offsets, partition_for, read_to_end
-from archlab.refine import from_wire_json, silver_from_json
+from archlab.refine import from_wire_json
 from archlab.settings import Settings
 from archlab.transactional import Fetched, TransactionalProcessor
 from archlab.window_store import HIGHEST, WindowStore, apply_delta, delta_state, window_key_bytes
@@ -224,7 +224,8 @@ class Aggregator(TransactionalProcessor):
             else:
                 values.append(record.value)
                 marks.append(watermark)
-        batch = silver_from_json(values, contract).append_column("_watermark", pa.array(marks, pa.int64()))
+        batch = from_wire_json(values, contract.gold_inputs, other_fields="ignore")  # only what aggregates read
+        batch = batch.append_column("_watermark", pa.array(marks, pa.int64()))
         outcome = windows.apply(self.con, batch, revision=records[-1].offset)
         return _Prepared(tp, tp.topic.removesuffix(".gold-shuffle"), outcome, records[-1].offset, records[0].timestamp)
 

@@ -44,6 +44,8 @@ from archlab.settings import Settings
 
 log = structlog.get_logger(__name__)
 
+MIB = 1024 * 1024
+
 LANDED_RECORDS = Counter("lab_landed_records_total", "Records landed on the lake", ["layer", "dataset"])
 LANDED_OBJECTS = Counter("lab_landed_objects_total", "Parquet objects written", ["layer", "dataset"])
 LANDED_BYTES = Counter("lab_landed_bytes_total", "Parquet bytes written", ["layer", "dataset"])
@@ -293,7 +295,9 @@ async def land(
 ) -> None:
     """Run a LakeSink for ``topics`` in consumer group ``group`` until ``stop``: every service's
     lake landing (bronze, silver, quarantine, dq, gold)."""
-    consumer = make_consumer(settings, group_id=group)
+    # Smaller fetches than the processing stages: a sink buffers whole files anyway, and its memory
+    # is fetches plus buffers for every partition.
+    consumer = make_consumer(settings, group_id=group, max_partition_fetch_bytes=2 * MIB, fetch_max_bytes=16 * MIB)
     sink = LakeSink(consumer, Lake.from_settings(settings), encoder, group_id=group,
                     policy=RollPolicy(settings.flush_records, settings.flush_bytes, settings.flush_interval_s))
     consumer.subscribe(topics, listener=sink.listener)

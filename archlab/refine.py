@@ -621,7 +621,8 @@ def to_wire_json(table: pa.Table) -> list[bytes]:
     return lines["line"].cast(pa.binary()).to_pylist()
 
 
-def from_wire_json(values: list[bytes], schema: pa.Schema) -> pa.Table:
+def from_wire_json(values: list[bytes], schema: pa.Schema, *, other_fields: str = "error") -> pa.Table:
+    """Rows of ``schema`` from wire JSON; ``other_fields="ignore"`` reads only the schema's columns."""
     if not values:
         return schema.empty_table()
     data = b"\n".join(values)
@@ -629,7 +630,7 @@ def from_wire_json(values: list[bytes], schema: pa.Schema) -> pa.Table:
     table = pj.read_json(
         io.BytesIO(data),
         read_options=pj.ReadOptions(block_size=len(data) + 1),
-        parse_options=pj.ParseOptions(explicit_schema=wire, unexpected_field_behavior="error"),
+        parse_options=pj.ParseOptions(explicit_schema=wire, unexpected_field_behavior=other_fields),
     )
     return pa.Table.from_arrays([table[field.name].cast(field.type) for field in schema], schema=schema)
 

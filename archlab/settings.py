@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     )
 
     # Landing: when a buffered file is rolled and written to the lake.
-    flush_records: int = Field(50_000, ge=1, description="Roll a lake file after this many records")
+    flush_records: int = Field(20_000, ge=1, description="Roll a lake file after this many records")
     flush_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Roll a lake file after this many bytes")
     flush_interval_s: float = Field(5.0, gt=0, description="Roll a lake file this long after its first record")
 

@@ -14,7 +14,7 @@ from archlab.contract import load_contract
 from archlab.generators import DirtyRates, make_generator
 from archlab.gold import bucket_ms, event_ms
 from archlab.kafka import partition_for
-from archlab.refine import Refiner, silver_from_json, silver_json
+from archlab.refine import Refiner, from_wire_json, silver_json
 from archlab.settings import PROJECT_ROOT
 from archlab.windows import PartitionWindows, iso_ms
 from tests.gold_truth import differences, gold_key, truth
@@ -146,7 +146,8 @@ def test_shuffled_stream_with_markers_equals_the_batch_truth_when_windows_close_
                 else:
                     rows.append(item)
                     marks.append(watermark)
-            table = silver_from_json(rows, contract).append_column("_watermark", pa.array(marks, pa.int64()))
+            table = from_wire_json(rows, contract.gold_inputs, other_fields="ignore")  # as the aggregator reads
+            table = table.append_column("_watermark", pa.array(marks, pa.int64()))
             outcome = windows.apply(con, table, revision=start)
             assert sum(outcome.late.values()) == 0
             forgotten += len(outcome.dropped)
