@@ -176,14 +176,24 @@ class Aggregator(TransactionalProcessor):
         if checkpoint is not None and checkpoint >= (await end_offsets(self.settings, [changelog]))[changelog]:
             log.warning("gold checkpoint is ahead of its changelog (topics recreated?): ignored",
                         topic=tp.topic, partition=tp.partition, checkpoint=checkpoint)
+            await asyncio.to_thread(self.store.clear, dataset, tp.partition)
             self.partitions.pop(tp, None)
             windows, checkpoint = self._windows(tp), None
         start = None if checkpoint is None else {changelog: checkpoint + 1}
-        applied = 0
+        applied, last_offset, changed = 0, None, set()
         async for records in read_to_end(self.settings, [changelog], start=start):
             for record in records:
-                apply_delta(windows, record.key, record.value)
+                key = apply_delta(windows, record.key, record.value)
+                if key is not None:
+                    changed.add(key)
             applied += len(records)
+            last_offset = records[-1].offset if records else last_offset
+        if last_offset is not None:  # the checkpoint must cover the tail before it moves past it
+            await asyncio.to_thread(
+                self.store.save, dataset, tp.partition, windows,
+                {key: windows.windows[key] for key in changed if key in windows.windows},
+                [key for key in changed if key not in windows.windows], last_offset,
+            )
         log.info("gold state restored", topic=tp.topic, partition=tp.partition, windows=len(windows.windows),
                  checkpoint=checkpoint, changelog_records_applied=applied)
 

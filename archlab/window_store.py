@@ -41,16 +41,17 @@ def delta_state(window: Window, plan: AggregatePlan, new_members: dict[str, list
     })
 
 
-def apply_delta(windows: PartitionWindows, delta_key: bytes, value: bytes | None) -> None:
-    """Apply one changelog record to a partition's windows (a tombstone forgets its window)."""
+def apply_delta(windows: PartitionWindows, delta_key: bytes, value: bytes | None) -> WindowKey | None:
+    """Apply one changelog record to a partition's windows (a tombstone forgets its window);
+    returns the window it changed (None for the watermark record)."""
     if delta_key == HIGHEST:
         if value is not None:
             windows.highest = {int(p): ms for p, ms in orjson.loads(value).items()}
-        return
+        return None
     key = parse_window_key(delta_key.rsplit(b"@", 1)[0])
     if value is None:
         windows.windows.pop(key, None)
-        return
+        return key
     state = orjson.loads(value)
     window = windows.windows.setdefault(key, Window())
     window.events, window.late_events = state["events"], state["late_events"]
@@ -60,6 +61,7 @@ def apply_delta(windows: PartitionWindows, delta_key: bytes, value: bytes | None
         window.sets.setdefault(measure, set()).update(members)
     if delta_key not in window.deltas:
         window.deltas.append(delta_key)
+    return key
 
 
 class WindowStore:
@@ -117,6 +119,14 @@ class WindowStore:
         batch.put(HIGHEST, orjson.dumps({str(p): ms for p, ms in windows.highest.items()}))
         batch.put(CHECKPOINT, str(checkpoint).encode())
         self._db(dataset, partition).write(batch)
+
+    def clear(self, dataset: str, partition: int) -> None:
+        """Forget a checkpoint that belongs to another life of the topics."""
+        db = self._db(dataset, partition)
+        batch = WriteBatch(raw_mode=True)
+        for key in list(db.keys()):
+            batch.delete(key)
+        db.write(batch)
 
     def close(self, dataset: str, partition: int) -> None:
         db = self._open.pop((dataset, partition), None)

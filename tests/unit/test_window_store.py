@@ -52,3 +52,32 @@ def test_checkpoint_plus_changelog_tail_equals_the_whole_changelog(tmp_path: Pat
         apply_delta(from_changelog, delta_key, value)
 
     assert snapshot(from_store) == snapshot(from_changelog) == snapshot(live)
+
+
+def test_windows_restored_from_the_tail_survive_the_next_checkpoint(tmp_path: Path) -> None:
+    """A restart applies the changelog tail; its next checkpoint must not skip the windows that only
+    the tail held (a late event's window, touched once): restore saves what the tail changed."""
+    silver = silver_rows("orders", 1_000, seed=4)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    writer = PartitionWindows(CONTRACT, silver_partitions=1)
+    changelog: list[tuple[bytes, bytes]] = []
+    for revision, start in enumerate(range(0, 1_000, 250)):
+        batch = silver.slice(start, 250).append_column("_watermark", pa.nulls(250, pa.int64()))
+        for key, (window, change) in writer.apply(con, batch, revision).touched.items():
+            delta_key = window_key_bytes(key) + b"@%d" % revision
+            changelog.append((delta_key, delta_state(window, writer.plans[key[0]], change.new_members, key)))
+            window.deltas.append(delta_key)
+    store = WindowStore(tmp_path)
+    restarted = PartitionWindows(CONTRACT, silver_partitions=1)
+    assert store.load("orders", 0, restarted) is None  # no checkpoint: the whole changelog is the tail
+    changed = {apply_delta(restarted, k, v) for k, v in changelog} - {None}
+    store.save("orders", 0, restarted, {k: restarted.windows[k] for k in changed}, [], checkpoint=len(changelog) - 1)
+    # the next batch touches one window only, and moves the checkpoint past the tail
+    key, window = next(iter(restarted.windows.items()))
+    store.save("orders", 0, restarted, {key: window}, [], checkpoint=len(changelog) + 5)
+    store.close("orders", 0)
+
+    again = PartitionWindows(CONTRACT, silver_partitions=1)
+    assert WindowStore(tmp_path).load("orders", 0, again) == len(changelog) + 5
+    assert snapshot(again) == snapshot(writer)
