@@ -15,6 +15,7 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -60,13 +61,23 @@ def minio_binary() -> Path:
     return stack_home() / "bin" / "minio"
 
 
+_SERVER_PORTS = range(20_000, 32_768)
+"""Below Linux's ephemeral range (32768-60999): a port chosen here cannot be taken meanwhile as the
+local end of some outgoing connection (seen: a service's metrics port taken by a Kafka client)."""
+
+
 def free_ports(count: int) -> list[int]:
     """``count`` distinct TCP ports free on 127.0.0.1; all are held open while choosing so none repeats."""
-    sockets = []
+    rng = random.SystemRandom()
+    sockets: list[socket.socket] = []
     try:
-        for _ in range(count):
+        while len(sockets) < count:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
+            try:
+                sock.bind(("127.0.0.1", rng.choice(_SERVER_PORTS)))
+            except OSError:  # taken (or already chosen): try another
+                sock.close()
+                continue
             sockets.append(sock)
         return [sock.getsockname()[1] for sock in sockets]
     finally:
