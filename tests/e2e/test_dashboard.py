@@ -125,10 +125,17 @@ def test_dashboard_shows_the_apis_figures(dashboard: Dashboard) -> None:
                 page.wait_for_timeout(500)
             assert tiles == expected, f"tiles {tiles} != API {expected}"
             page.wait_for_selector('[data-testid="stVegaLiteChart"] >> nth=1', timeout=30_000)
-            table = page.locator('[data-testid="stTable"] table', has_text="orders").first
-            rows = table.locator("tbody tr").all_inner_texts()
-            shown = {row.split("\t")[0].strip(): float(row.split("\t")[-1]) for row in rows}
-            assert shown == {k: round(v, 2) for k, v in breakdown.items()}, (shown, breakdown)
+            wanted = {k: round(v, 2) for k, v in breakdown.items()}
+            shown: dict[str, float] = {}
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # the fragment re-renders the table every refresh
+                table = page.locator('[data-testid="stTable"] table', has_text="orders").first
+                rows = table.locator("tbody tr").all_inner_texts()
+                shown = {row.split("\t")[0].strip(): float(row.split("\t")[-1]) for row in rows}
+                if shown == wanted:
+                    break
+                page.wait_for_timeout(500)
+            assert shown == wanted, (shown, breakdown)
             assert "Traceback" not in page.content()
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
         finally:
