@@ -52,7 +52,7 @@ KEY_TYPES = ("string", "int", "bool")
 """Types whose values keep their identity through JSON: gold dimensions and distinct-counted fields."""
 DEFAULT_NULL_TOKENS = ("", "NA", "N/A", "null")
 MIB = 1024 * 1024
-ENGINE_CHECKS = ("size", "utf8", "json")
+ENGINE_CHECKS = ("kafka_timestamp", "size", "utf8", "json")
 """Checks of the record as a whole, made before any field is looked at; rules may not take these names."""
 KAFKA_TIMESTAMP = "_kafka_timestamp"
 """The raw record's Kafka timestamp (its arrival time), visible to rules and derived fields."""

@@ -13,12 +13,17 @@ from pathlib import Path
 import fsspec
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from archlab.settings import Settings
 
 LAYERS = ("bronze", "silver", "quarantine", "gold")
+CALENDAR_SECONDS = (-62_135_596_800, 253_402_300_800)
+"""Epoch seconds of 0001-01-01T00:00Z and of 10000-01-01T00:00Z (excluded): the instants a ``dt=`` folder,
+Python and DuckDB can all hold. A Kafka timestamp is any int64 its producer chose, so it may lie outside."""
+_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000}  # int64 nanoseconds cannot leave the calendar
 
 
 class Lake:
@@ -106,4 +111,17 @@ class Lake:
 def partition_folder(layer: str, dataset: str, moment: datetime, subdir: str | None = None) -> str:
     """Hive-style folder of a layer: ``<layer>/<dataset>[/<subdir>]/dt=YYYY-MM-DD/hour=HH``."""
     base = f"{layer}/{dataset}" if subdir is None else f"{layer}/{dataset}/{subdir}"
-    return f"{base}/dt={moment:%Y-%m-%d}/hour={moment:%H}"
+    return f"{base}/dt={moment.year:04d}-{moment:%m-%d}/hour={moment:%H}"  # %Y gives "1" for year 1
+
+
+def clamp_to_calendar(stamps: pa.Array | pa.ChunkedArray) -> tuple[pa.Array | pa.ChunkedArray, pa.Array | pa.ChunkedArray]:
+    """Timestamps moved inside ``CALENDAR_SECONDS`` (in their own unit), and which of them were outside."""
+    per_second = _PER_SECOND.get(stamps.type.unit)
+    if per_second is None:
+        return stamps, pc.and_(pc.is_valid(stamps), False)  # every value is inside
+    raw = stamps.cast(pa.int64())
+    low = pa.scalar(CALENDAR_SECONDS[0] * per_second, pa.int64())
+    high = pa.scalar(CALENDAR_SECONDS[1] * per_second - 1, pa.int64())
+    outside = pc.or_(pc.less(raw, low), pc.greater(raw, high))
+    inside = pc.min_element_wise(pc.max_element_wise(raw, low, skip_nulls=False), high, skip_nulls=False)
+    return inside.cast(stamps.type), outside

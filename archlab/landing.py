@@ -39,7 +39,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from archlab.kafka import make_consumer
-from archlab.lake import Lake, partition_folder
+from archlab.lake import Lake, clamp_to_calendar, partition_folder
 from archlab.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -276,8 +276,13 @@ class LakeSink:
 
 
 def _split_by_folder(table: pa.Table, encoder: BatchEncoder, dataset: str, name: str):  # type: ignore[no-untyped-def]
-    """Yield ``(key, rows)`` per Hive folder (subdir, dt, hour) of a batch, in a stable order."""
-    hours = pc.floor_temporal(table[encoder.time_column(dataset)], unit="hour")
+    """Yield ``(key, rows)`` per Hive folder (subdir, dt, hour) of a batch, in a stable order.
+
+    A row whose time lies outside years 1-9999 (a producer's odd Kafka timestamp) is filed in the
+    first or last hour folder; the row itself keeps its value.
+    """
+    stamps = table[encoder.time_column(dataset)]
+    hours = pc.floor_temporal(clamp_to_calendar(stamps)[0], unit="hour")
     groups = [hours] if encoder.subdir_column is None else [table[encoder.subdir_column], hours]
     keyed = pa.table({f"k{i}": column for i, column in enumerate(groups)}).append_column(
         "row", pa.array(range(table.num_rows), pa.int64())

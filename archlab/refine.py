@@ -44,6 +44,7 @@ from archlab.contract import (
     quote,
     sql_type,
 )
+from archlab.lake import clamp_to_calendar
 
 RAW_SCHEMA = pa.schema(
     [
@@ -161,6 +162,8 @@ class Refiner:
     def refine(self, raw: pa.Table) -> RefineResult:
         """Sort ``raw`` (``RAW_SCHEMA`` columns; others are ignored) into valid and invalid rows, in order."""
         raw = raw.select(RAW_SCHEMA.names).cast(RAW_SCHEMA)
+        stamps, odd_stamp = clamp_to_calendar(raw["kafka_timestamp"])
+        raw = raw.set_column(RAW_SCHEMA.get_field_index("kafka_timestamp"), "kafka_timestamp", stamps)
         size = pc.binary_length(raw["value"])
         oversized = pc.fill_null(pc.greater(size, self.contract.max_payload_bytes), False)
         value = pc.if_else(oversized, pc.binary_slice(raw["value"], 0, TRUNCATED_PAYLOAD_BYTES), raw["value"])
@@ -170,6 +173,7 @@ class Refiner:
                 "value": value,
                 "lab_size": size,
                 "kafka_timestamp": raw["kafka_timestamp"],
+                "lab_odd_stamp": odd_stamp,
             }
         )
         self._con.register("lab_batch", batch)
@@ -368,6 +372,13 @@ def _checks(contract: Contract) -> list[_Check]:
     limit = contract.max_payload_bytes
     checks = [
         _Check(
+            "kafka_timestamp",
+            "constant",
+            "lab_odd_stamp",
+            detail="Kafka record timestamp outside years 1-9999 (its producer set it); quarantine keeps "
+            "the nearest of those bounds, bronze the value as sent",
+        ),
+        _Check(
             "size",
             "size",
             f"lab_size > {limit}",
@@ -412,7 +423,8 @@ def _field_checks(i: int, name: str, spec: FieldSpec) -> list[_Check]:
             "value",
             f"CASE WHEN lab_p{i} THEN {column} IS NULL END",
             name,
-            f" is not {_article(spec.type)} {spec.type}",
+            f" is not {_article(spec.type)} {spec.type}"
+            + (" in years 1-9999" if base_type(spec.type) in ("date", "timestamp") else ""),
         )
     )
     if spec.min is not None:
@@ -510,7 +522,7 @@ def _refine_sql(contract: Contract, checks: list[_Check]) -> str:
     fields = list(contract.fields.items())
     document = "{" + ", ".join(f'"{name}": "JSON"' for name, _ in fields) + "}"
     query = (
-        f"SELECT lab_row, kafka_timestamp AS {KAFKA_TIMESTAMP}, value AS lab_value, lab_size, "
+        f"SELECT lab_row, kafka_timestamp AS {KAFKA_TIMESTAMP}, lab_odd_stamp, value AS lab_value, lab_size, "
         f"CASE WHEN lab_size <= {limit} THEN try(decode(value)) END AS lab_text FROM lab_batch"
     )
     is_object = "starts_with(lab_text, '{') OR starts_with(ltrim(lab_text, ' \t\n\r'), '{')"
@@ -536,6 +548,17 @@ def _refine_sql(contract: Contract, checks: list[_Check]) -> str:
     floats = [quote(name) for name, spec in fields if spec.type == "float"]
     if floats:  # a JSON number like 1e400 reads as infinity: not a float anyone sent
         replaced = ", ".join(f"CASE WHEN isfinite({name}) THEN {name} END AS {name}" for name in floats)
+        query = f"SELECT * REPLACE ({replaced}) FROM ({query})"
+    # DuckDB has dates before year 1 and after 9999; Python, the lake's dt= folders and most readers
+    # do not, so such a value is not one of the type.
+    calendar = {"date": ("DATE", "0001-01-01", "9999-12-31"),
+                "timestamp": ("TIMESTAMPTZ", "0001-01-01 00:00:00+00", "9999-12-31 23:59:59.999999+00")}
+    bounded = [(quote(name), *calendar[base_type(spec.type)]) for name, spec in fields if base_type(spec.type) in calendar]
+    if bounded:
+        replaced = ", ".join(
+            f"CASE WHEN {name} BETWEEN {kind} '{low}' AND {kind} '{high}' THEN {name} END AS {name}"
+            for name, kind, low, high in bounded
+        )
         query = f"SELECT * REPLACE ({replaced}) FROM ({query})"
     joins, structs = [], []
     for index, spec in enumerate(contract.enrichment):

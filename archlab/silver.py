@@ -26,6 +26,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from archlab.contract import Contract
 from archlab.dedup import DedupState, changelog_topic, encode_event_ms, read_changelog
 from archlab.kafka import partition_for
+from archlab.lake import CALENDAR_SECONDS
 from archlab.refine import RAW_SCHEMA, RefineResult, Refiner, RuleOutcome, quarantine_json, silver_json
 from archlab.settings import Settings
 from archlab.transactional import Fetched, TransactionalProcessor
@@ -203,7 +204,8 @@ class SilverRefiner(TransactionalProcessor):
 
         ``failed`` counts a check's failures (a row failing three checks counts in each of them).
         """
-        minute = datetime.fromtimestamp(records[0].timestamp // 60_000 * 60, UTC).isoformat().replace("+00:00", "Z")
+        first = min(max(records[0].timestamp // 60_000 * 60, CALENDAR_SECONDS[0]), CALENDAR_SECONDS[1] - 60)
+        minute = datetime.fromtimestamp(first, UTC).isoformat().replace("+00:00", "Z")
         sender = self.senders[f"{dataset}.dq"]
         rows = {name: (o.passed, o.failed, o.warned) for name, o in rules.items()}
         rows["duplicates"] = (0, duplicates, 0)

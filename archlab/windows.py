@@ -27,7 +27,8 @@ WindowKey = tuple[str, int, tuple[Any, ...]]  # aggregate, window start (epoch m
 
 def iso_ms(epoch_ms: int) -> str:
     """An epoch-millisecond instant as ISO-8601 with ``Z``, as every topic carries timestamps."""
-    return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    moment = datetime.fromtimestamp(epoch_ms / 1000, UTC)
+    return f"{moment.year:04d}-" + moment.strftime("%m-%dT%H:%M:%S.%f")[:-3] + "Z"  # %Y gives "1" for year 1
 
 
 @dataclass(slots=True)

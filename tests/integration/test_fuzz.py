@@ -275,7 +275,22 @@ def batches(draw: st.DrawFn) -> list[Payload]:
     return [payload for payload in drawn for _ in range(copies)] + huge
 
 
+def _order_at(time_text: str, when: datetime | None) -> Payload:
+    """A valid order but for its event time; ``when`` is the silver time, or None if it must be quarantined."""
+    expected: dict[str, Any] = {
+        "event_time": when, "order_id": "O-00000001", "customer_id": "C-000001", "product_id": "P-00001",
+        "quantity": 1, "unit_price": Decimal("1.00"), "country": "DE", "coupon_code": None,
+    } | {name: values[0] for name, values in ALLOWED.items()}
+    texts = {name: json.dumps(value) for name, value in expected.items() if isinstance(value, str)}
+    texts |= {"event_id": json.dumps(EVENT_ID), "event_time": json.dumps(time_text), "quantity": "1",
+              "unit_price": '"1.00"'}
+    return Payload(b"O-00000001", _render(list(texts.items()), ""), expected if when is not None else None)
+
+
 EXTREMES = [
+    _order_at("0001-01-01T00:30:00Z", datetime(1, 1, 1, 0, 30, tzinfo=UTC)),  # the first hour folder
+    _order_at("0000-12-31T23:00:00Z", None),  # year 0: DuckDB has it, Python and dt= folders do not
+    _order_at("0001-01-01T00:30:00+01:00", None),
     Payload(None, b"\x01" * MAX_PAYLOAD),  # the largest parsed value, six times larger escaped as JSON
     Payload(b"", b'"' * MAX_PAYLOAD),
     Payload(b"\x00", b"\xff" * MAX_PAYLOAD),  # not UTF-8: quarantined in base64

@@ -42,6 +42,18 @@ def test_split_names_every_folder_after_the_batch_start_and_loses_no_row() -> No
     assert offsets == list(range(100, 140))
 
 
+def test_split_files_timestamps_past_the_calendar_at_its_edges_and_keeps_their_values() -> None:
+    records = _records(datetime(2026, 1, 1, tzinfo=UTC), 3, timedelta(seconds=1))
+    records[0].timestamp = 10**16  # a producer may choose any int64
+    records[2].timestamp = -(10**15)
+    table = BronzeEncoder().encode(records)
+    parts = dict(_split_by_folder(table, BronzeEncoder(), "shop", "part-002-00000000000000000100.parquet"))
+    folders = {key.rsplit("/", 3)[1] + "/" + key.rsplit("/", 3)[2]: part for key, part in parts.items()}
+    assert sorted(folders) == ["dt=0001-01-01/hour=00", "dt=2026-01-01/hour=00", "dt=9999-12-31/hour=23"]
+    assert folders["dt=9999-12-31/hour=23"]["kafka_timestamp"].cast("int64").to_pylist() == [10**16]
+    assert folders["dt=0001-01-01/hour=00"]["kafka_timestamp"].cast("int64").to_pylist() == [-(10**15)]
+
+
 def test_local_lake_round_trip_and_overwrite(tmp_path: Path) -> None:
     lake = Lake.local(tmp_path)
     table = BronzeEncoder().encode(_records(datetime(2026, 1, 1, tzinfo=UTC), 5, timedelta(seconds=1)))

@@ -28,6 +28,7 @@ from archlab.refine import (
     TRUNCATED_PAYLOAD_BYTES,
     Refiner,
     RefineResult,
+    RuleOutcome,
     quarantine_from_json,
     quarantine_json,
     silver_from_json,
@@ -308,6 +309,24 @@ def test_a_record_with_several_problems_lists_them_all() -> None:
     )  # nothing to type
 
 
+def test_a_kafka_timestamp_outside_the_calendar_is_quarantined_not_fatal() -> None:
+    """A producer may stamp a record with any int64; DuckDB, Python and dt= folders stop at year 9999."""
+    arrival = int(ARRIVAL.timestamp() * 1000)
+    stamps = [10**16, arrival, -(10**15), 2**62]
+    result = refiner("orders").refine(raw_table([order()] * 4, stamps))
+    assert result.valid["_source_offset"].to_pylist() == [FIRST_OFFSET + 1]
+    assert [[check for check, _, _ in row] for row in reasons_of(result)] == [
+        ["kafka_timestamp"], ["kafka_timestamp", "event_not_in_future"], ["kafka_timestamp"]  # year 1 is early
+    ]
+    assert result.invalid["kafka_timestamp"].to_pylist() == [
+        datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC),
+    ]
+    assert result.rules["kafka_timestamp"] == RuleOutcome(1, 3, 0)
+    assert quarantine_from_json(quarantine_json(result.invalid)).equals(result.invalid)
+
+
 def test_records_that_are_not_json_objects() -> None:
     values = [None, b"[1, 2]", b'"text"', order()[:-1] + b",}", b"{'quantity': 1}", order(), b"\xff\xfe{}"]
     result = refiner("orders").refine(raw_table(values))
@@ -433,6 +452,8 @@ COERCIONS: list[tuple[str, bytes, object]] = [
     ("flag", b"1", TYPE_ERROR),
     ("day", b'"2025-03-03"', date(2025, 3, 3)),
     ("day", b'"03/03/2025"', TYPE_ERROR),
+    ("day", b'"0001-01-01"', date(1, 1, 1)),
+    ("day", b'"0000-12-31"', TYPE_ERROR),  # DuckDB has year 0 (1 BC); Python and dt= folders do not
     ("note", b'"N/A"', None),
     ("note", b'""', None),
     ("note", b'"NA "', "NA "),
@@ -450,6 +471,12 @@ TIMESTAMPS: list[tuple[bytes, object]] = [
     (b'"2025-03-03T11:30:00Z"', datetime(2025, 3, 3, 11, 30, tzinfo=UTC)),
     (b'"2025-03-03T11:30:00"', TYPE_ERROR),  # no zone: ambiguous
     (b'"yesterday"', TYPE_ERROR),
+    # Years 1-9999 in UTC only, whatever the spelling: DuckDB goes further, Python and dt= folders do not.
+    (b'"0001-01-01T00:00:00Z"', datetime(1, 1, 1, tzinfo=UTC)),
+    (b'"0000-01-01T00:00:00Z"', TYPE_ERROR),
+    (b'"0001-01-01T00:30:00+01:00"', TYPE_ERROR),
+    (b'"9999-12-31T23:59:59Z"', datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)),
+    (b'"9999-12-31T23:30:00-01:00"', TYPE_ERROR),
 ]
 
 
