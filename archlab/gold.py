@@ -46,7 +46,7 @@ from archlab.kafka import end_offsets, partition_for, read_to_end
 from archlab.refine import from_wire_json
 from archlab.settings import Settings
 from archlab.transactional import Fetched, TransactionalProcessor
-from archlab.window_store import HIGHEST, WindowStore, apply_delta, delta_state, window_key_bytes
+from archlab.window_store import HIGHEST, TailReplay, WindowStore, delta_state, window_key_bytes
 from archlab.windows import BatchOutcome, PartitionWindows, iso_ms
 
 log = structlog.get_logger(__name__)
@@ -180,22 +180,12 @@ class Aggregator(TransactionalProcessor):
             self.partitions.pop(tp, None)
             windows, checkpoint = self._windows(tp), None
         start = None if checkpoint is None else {changelog: checkpoint + 1}
-        applied, last_offset, changed = 0, None, set()
+        tail = TailReplay(windows)
         async for records in read_to_end(self.settings, [changelog], start=start):
-            for record in records:
-                key = apply_delta(windows, record.key, record.value)
-                if key is not None:
-                    changed.add(key)
-            applied += len(records)
-            last_offset = records[-1].offset if records else last_offset
-        if last_offset is not None:  # the checkpoint must cover the tail before it moves past it
-            await asyncio.to_thread(
-                self.store.save, dataset, tp.partition, windows,
-                {key: windows.windows[key] for key in changed if key in windows.windows},
-                [key for key in changed if key not in windows.windows], last_offset,
-            )
+            tail.apply(records)
+        await asyncio.to_thread(tail.finish, self.store, dataset, tp.partition)
         log.info("gold state restored", topic=tp.topic, partition=tp.partition, windows=len(windows.windows),
-                 checkpoint=checkpoint, changelog_records_applied=applied)
+                 checkpoint=checkpoint, changelog_records_applied=tail.applied)
 
     def forget(self, revoked: list[TopicPartition]) -> None:
         for tp in revoked:

@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -72,12 +72,16 @@ async def produce_synthetic(
     stop: asyncio.Event | None = None,
     progress: Progress | None = None,
     topic: str | None = None,
+    history: timedelta | None = None,
 ) -> Summary:
     """Send ``count`` generated events (0 = until ``duration`` or ``stop``) at ``rate`` events/s
-    to ``topic`` (default ``<dataset>.raw``)."""
-    generator = make_generator(
-        dataset, seed=seed, start=datetime.now(UTC), events_per_second=rate or 1000.0, dirty=dirty
-    )
+    to ``topic`` (default ``<dataset>.raw``). With ``history``, event times instead spread evenly
+    over that span up to now (a backfill of ``count`` events, sent as fast as ``rate`` allows)."""
+    if history is not None and count:
+        start, spacing = datetime.now(UTC) - history, count / history.total_seconds()
+    else:
+        start, spacing = datetime.now(UTC), rate or 1000.0
+    generator = make_generator(dataset, seed=seed, start=start, events_per_second=spacing, dirty=dirty)
     deadline = time.monotonic() + duration if duration > 0 else float("inf")
     chunk = max(1, min(5_000, int(rate / 10))) if rate > 0 else 5_000
 

@@ -12,8 +12,9 @@ only slower, never wrong.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from rocksdict import Options, Rdict, WriteBatch
@@ -62,6 +63,43 @@ def apply_delta(windows: PartitionWindows, delta_key: bytes, value: bytes | None
     if delta_key not in window.deltas:
         window.deltas.append(delta_key)
     return key
+
+
+class ChangelogRecord(Protocol):
+    offset: int
+    key: bytes
+    value: bytes | None
+
+
+class TailReplay:
+    """The changelog after a checkpoint, applied to a partition's windows on restore.
+
+    ``finish`` checkpoints every window the tail changed before anything else can move the
+    checkpoint past the tail: later checkpoints save only the windows a batch touched, so a window
+    that only the tail held would otherwise be lost at the restart after next.
+    """
+
+    def __init__(self, windows: PartitionWindows) -> None:
+        self.windows = windows
+        self.applied = 0
+        self.last_offset: int | None = None
+        self._changed: set[WindowKey] = set()
+
+    def apply(self, records: Iterable[ChangelogRecord]) -> None:
+        for record in records:
+            key = apply_delta(self.windows, record.key, record.value)
+            if key is not None:
+                self._changed.add(key)
+            self.applied += 1
+            self.last_offset = record.offset
+
+    def finish(self, store: WindowStore, dataset: str, partition: int) -> None:
+        if self.last_offset is None:
+            return
+        windows = self.windows.windows
+        store.save(dataset, partition, self.windows,
+                   {key: windows[key] for key in self._changed if key in windows},
+                   [key for key in self._changed if key not in windows], self.last_offset)
 
 
 class WindowStore:

@@ -22,9 +22,8 @@ from pathlib import Path
 
 import aiohttp
 
-from archlab.generators import make_generator
-from archlab.kafka import KeyedBatchSender, make_producer
-from archlab.settings import PROJECT_ROOT, Settings
+from archlab.produce import produce_synthetic
+from archlab.settings import PROJECT_ROOT
 from archlab.stack import free_ports
 from bench.common import fresh_dataset, report, throwaway_stack
 
@@ -32,20 +31,6 @@ CLIENTS = 32
 DURATION_S = 20.0
 TARGET_P99_MS = 50.0
 DISTINCT_QUERIES = 300
-
-
-async def _fill(settings: Settings, dataset: str, events: int) -> None:
-    generator = make_generator("orders", seed=7, start=datetime.now(UTC) - timedelta(hours=1),
-                               events_per_second=events / 3600)
-    producer = make_producer(settings)
-    await producer.start()
-    try:
-        sender = await KeyedBatchSender.for_topic(producer, f"{dataset}.raw")
-        for record in generator.batch(events):
-            await sender.send(record.key, record.value, record.headers)
-        await sender.flush()
-    finally:
-        await producer.stop()
 
 
 def _start(name: str, env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
@@ -125,7 +110,7 @@ async def _load(url: str, queries: list[tuple[str, dict[str, str]]]) -> tuple[li
 
 
 async def _run(events: int) -> dict[str, object]:
-    with throwaway_stack() as settings, tempfile.TemporaryDirectory(prefix="lab-bench-api-") as folder:
+    with throwaway_stack() as (_, settings), tempfile.TemporaryDirectory(prefix="lab-bench-api-") as folder:
         dataset = await fresh_dataset(settings)
         contracts = Path(folder) / "contracts"
         shutil.copytree(PROJECT_ROOT / "contracts" / "reference", contracts / "reference")
@@ -137,7 +122,7 @@ async def _run(events: int) -> dict[str, object]:
                "LAB_S3_SECRET_KEY": settings.s3_secret_key.get_secret_value(), "LAB_BUCKET": settings.bucket,
                "LAB_DATASETS": dataset, "LAB_CONTRACTS_DIR": str(contracts), "LAB_FLUSH_INTERVAL_S": "1",
                "LAB_API_PORT": str(port), "LAB_API_HOST": "127.0.0.1", "LAB_LOG_LEVEL": "WARNING"}
-        await _fill(settings, dataset, events)
+        await produce_synthetic(settings, dataset, count=events, rate=0, seed=7, history=timedelta(hours=1))
         procs = [_start(name, env, Path(folder)) for name in ("silver_refiner", "gold_aggregator", "api")]
         try:
             url = f"http://127.0.0.1:{port}/v1/datasets/{dataset}/aggregates"

@@ -34,18 +34,16 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from archlab.bootstrap import ensure_bucket, ensure_topics
+from archlab.bootstrap import ensure_topics
 from archlab.contract import Contract, load_contract, quote
 from archlab.generators import INJECTED_HEADER
 from archlab.kafka import read_to_end, topic_partitions
@@ -53,8 +51,9 @@ from archlab.lake import Lake
 from archlab.produce import produce_synthetic
 from archlab.query import connect, layer_glob
 from archlab.settings import PROJECT_ROOT, Settings
-from archlab.stack import NativeStack, StackConfig, free_ports
+from archlab.stack import NativeStack
 from archlab.truth import differences, gold_key, truth
+from bench.common import RESULTS, report, throwaway_stack
 
 SERVICES = ("bronze_sink", "silver_refiner", "gold_aggregator")
 DATASETS = ("orders", "sensors")
@@ -97,26 +96,6 @@ class Outcome:
 
 
 # ---------------------------------------------------------------------- infrastructure and services
-@contextmanager
-def chaos_stack() -> Iterator[tuple[NativeStack, Settings]]:
-    """Kafka and MinIO on free ports with data in a temporary folder, stopped afterwards."""
-    with tempfile.TemporaryDirectory(prefix="lab-chaos-") as root:
-        kafka, controller, minio, console = free_ports(4)
-        config = StackConfig(root=Path(root), kafka_port=kafka, kafka_controller_port=controller,
-                             minio_port=minio, minio_console_port=console,
-                             access_key="chaos-admin", secret_key=uuid.uuid4().hex)
-        stack = NativeStack(config, exit_with_owner=True)
-        stack.start()
-        try:
-            settings = Settings(kafka_bootstrap=config.bootstrap, s3_endpoint=config.s3_endpoint,
-                                s3_access_key=config.access_key, s3_secret_key=config.secret_key,
-                                bucket="chaos")  # type: ignore[call-arg]
-            ensure_bucket(settings)
-            yield stack, settings
-        finally:
-            stack.stop()
-
-
 class Service:
     """One service as a process in its own session; ``kill9`` kills the whole group."""
 
@@ -624,8 +603,6 @@ def verdict_table(outcome: Outcome) -> Any:
 
 
 def write_results(outcome: Outcome) -> None:
-    from bench.common import RESULTS, report
-
     result: dict[str, object] = {"verdict": "PASS" if outcome.ok else "FAIL", **outcome.stats}
     result["checks"] = [{"check": c.name, "ok": c.ok, "detail": c.detail} for c in outcome.checks]  # type: ignore[assignment]
     report("chaos", "Chaos run", {k: v for k, v in result.items() if k != "checks"})
@@ -657,7 +634,7 @@ def main(events: int = 500_000, kills: int = 20, minio_stop_s: float = 30.0, pro
                 produce_s=produce_s if produce_s else max(60.0, min(240.0, events / 2_000)))
     console.print(f"chaos plan: {plan}")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the services and the stack on SIGTERM too
-    with chaos_stack() as (stack, settings):
+    with throwaway_stack("chaos") as (stack, settings):
         outcome = asyncio.run(run_chaos(plan, stack, settings, say=lambda line: console.print(line, highlight=False)))
     console.print(verdict_table(outcome))
     write_results(outcome)

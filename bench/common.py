@@ -25,21 +25,22 @@ RESULTS = PROJECT_ROOT / "bench" / "results"
 
 
 @contextmanager
-def throwaway_stack() -> Iterator[Settings]:
-    """Kafka and MinIO on free ports with data in a temporary folder, stopped afterwards."""
-    with tempfile.TemporaryDirectory(prefix="lab-bench-") as root:
+def throwaway_stack(name: str = "bench") -> Iterator[tuple[NativeStack, Settings]]:
+    """Kafka and MinIO on free ports with data in a temporary folder, stopped afterwards (and when
+    this process dies): the stack, to stop or restart parts of it, and settings for bucket ``name``."""
+    with tempfile.TemporaryDirectory(prefix=f"lab-{name}-") as root:
         kafka, controller, minio, console = free_ports(4)
         config = StackConfig(root=Path(root), kafka_port=kafka, kafka_controller_port=controller,
                              minio_port=minio, minio_console_port=console,
-                             access_key="bench-admin", secret_key=uuid.uuid4().hex)
-        stack = NativeStack(config)
+                             access_key=f"{name}-admin", secret_key=uuid.uuid4().hex)
+        stack = NativeStack(config, exit_with_owner=True)
         stack.start()
         try:
             settings = Settings(kafka_bootstrap=config.bootstrap, s3_endpoint=config.s3_endpoint,
                                 s3_access_key=config.access_key, s3_secret_key=config.secret_key,
-                                bucket="bench")  # type: ignore[call-arg]
+                                bucket=name)  # type: ignore[call-arg]
             ensure_bucket(settings)
-            yield settings
+            yield stack, settings
         finally:
             stack.stop()
 
@@ -86,7 +87,7 @@ Component = Callable[[Settings, str, str], AbstractAsyncContextManager[Callable[
 async def against_consume_only(events: int, label: str, target: float, component: Component) -> dict[str, object]:
     """Run a started component over ``events`` orders until its group has committed them all, and
     compare its rate with a bare aiokafka read of the same topic in the same run."""
-    with throwaway_stack() as settings:
+    with throwaway_stack() as (_, settings):
         dataset = await fresh_dataset(settings)
         topic = f"{dataset}.raw"
         produced = await produce_synthetic(settings, "orders", count=events, rate=0, seed=1, topic=topic)

@@ -22,7 +22,7 @@ from bench.silver import silver_refiner
 
 
 async def measure(events: int) -> dict[str, object]:
-    with throwaway_stack() as settings:
+    with throwaway_stack() as (_, settings):
         dataset = await fresh_dataset(settings)
         await produce_synthetic(settings, "orders", count=events, rate=0, seed=1, topic=f"{dataset}.raw")
         async with silver_refiner(settings, dataset, f"silver-{dataset}") as refine:

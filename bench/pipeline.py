@@ -30,13 +30,11 @@ import contextlib
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -441,7 +439,7 @@ async def _peer(settings: Settings, lag: Lag, raw: str, folder: Path, logs: Path
 
 async def measure(events: int, freshness_s: float, peer: bool) -> dict[str, object]:
     load_before = os.getloadavg()
-    with throwaway_stack() as settings, tempfile.TemporaryDirectory(prefix="lab-bench-pipeline-") as tmp:
+    with throwaway_stack() as (_, settings), tempfile.TemporaryDirectory(prefix="lab-bench-pipeline-") as tmp:
         folder = Path(tmp)
         logs = RESULTS / "pipeline-logs"
         shutil.rmtree(logs, ignore_errors=True)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 
 from archlab.stack import NotProvisionedError
-from bench.chaos import Plan, chaos_stack, run_chaos
+from bench.chaos import Plan, run_chaos
+from bench.common import throwaway_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
@@ -22,7 +23,7 @@ PLAN = Plan(events=50_000, kills=5, kafka_restarts=1, minio_stop_s=10.0, produce
 async def test_pipeline_stays_exact_through_kills_a_broker_restart_and_a_minio_outage() -> None:
     lines: list[str] = []
     try:
-        with chaos_stack() as (stack, settings):
+        with throwaway_stack("chaos") as (stack, settings):
             outcome = await run_chaos(PLAN, stack, settings, say=lines.append)
     except NotProvisionedError as exc:
         pytest.fail(f"the real infrastructure is required: {exc}", pytrace=False)

@@ -17,10 +17,11 @@ import httpx
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
+from archlab.produce import produce_synthetic
 from archlab.settings import PROJECT_ROOT, Settings
 from archlab.stack import free_ports
 from tests.integration.conftest import ARTIFACTS, ServiceProcess
-from tests.integration.test_api import produce_history, wait_ready
+from tests.integration.test_api import wait_ready
 from tests.integration.test_silver import copy_contract
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -41,7 +42,8 @@ def _shown(value: object) -> str:
 async def dashboard(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Dashboard]:
     folder = tmp_path_factory.mktemp("ui-contracts")
     dataset = await copy_contract(settings, folder, "orders")
-    await produce_history(settings, dataset, count=3_000, minutes=8, seed=71)
+    history = timedelta(minutes=8)
+    assert (await produce_synthetic(settings, dataset, count=3_000, rate=0, seed=71, history=history)).failed == 0
     api_port, ui_port = free_ports(2)
     env = {**os.environ, "LAB_DATASETS": dataset, "LAB_CONTRACTS_DIR": str(folder),
            "LAB_SILVER_GROUP": f"silver-{dataset}", "LAB_GOLD_GROUP": f"gold-{dataset}",

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -34,6 +33,7 @@ from archlab.contract import Contract, load_contract
 from archlab.generators import make_generator
 from archlab.kafka import KeyedBatchSender, make_consumer, make_producer, topic_partitions
 from archlab.lake import Lake
+from archlab.produce import produce_synthetic
 from archlab.query import connect, layer_glob
 from archlab.settings import Settings
 from archlab.stack import free_ports
@@ -56,22 +56,6 @@ class Served:
     lake: Lake
     settings: Settings
     services: dict[str, ServiceProcess]
-
-
-async def produce_history(settings: Settings, dataset: str, count: int, minutes: float, seed: int) -> None:
-    """``count`` orders whose event times span the last ``minutes`` (about 4 % dirty), sent at once."""
-    generator = make_generator("orders", seed=seed, start=datetime.now(UTC) - timedelta(minutes=minutes),
-                               events_per_second=count / (minutes * 60))
-    producer = make_producer(settings)
-    await producer.start()
-    try:
-        sender = await KeyedBatchSender.for_topic(producer, f"{dataset}.raw")
-        for record in generator.batch(count):
-            await sender.send(record.key, record.value, record.headers)
-        _, errors = await sender.flush()
-        assert not errors, errors[:3]
-    finally:
-        await producer.stop()
 
 
 def lake_gold(served: Served, aggregate: str) -> list[dict[str, Any]]:
@@ -140,7 +124,8 @@ def wait_ready(url: str, api: ServiceProcess, timeout: float = 60) -> None:
 async def served(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Served]:
     folder = tmp_path_factory.mktemp("api-contracts")
     dataset = await copy_contract(settings, folder, "orders")
-    await produce_history(settings, dataset, count=6_000, minutes=HISTORY_MINUTES, seed=61)
+    history = timedelta(minutes=HISTORY_MINUTES)
+    assert (await produce_synthetic(settings, dataset, count=6_000, rate=0, seed=61, history=history)).failed == 0
     env = {"LAB_DATASETS": dataset, "LAB_CONTRACTS_DIR": str(folder), "LAB_SILVER_GROUP": f"silver-{dataset}",
            "LAB_GOLD_GROUP": f"gold-{dataset}", "LAB_INSTANCE_ID": "api-test", "LAB_FLUSH_INTERVAL_S": "1",
            "LAB_COMPACTION_INTERVAL_S": "5"}

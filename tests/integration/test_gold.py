@@ -161,7 +161,7 @@ async def test_a_past_year_replayed_at_full_speed_closes_its_windows_and_compact
               "lake keys", lake.list(f"gold/{dataset}")[:40])
     assert problems == [], f"{len(problems)} differences, late counts {late}\n" + "\n".join(problems[:20])
 
-    closed_hour = f"dt=2024-02-28/hour=21"  # the watermark (about 23:37) closed hours 21 and 22
+    closed_hour = "dt=2024-02-28/hour=21"  # the watermark (about 23:37) closed hours 21 and 22
     for aggregate in ("by_category_1m", "by_country_1m", "totals_1h"):
         folder = f"gold/{dataset}/{aggregate}/{closed_hour}"
         wait_until(lambda: lake.list(folder) == [f"{folder}/compacted.parquet"], 60, f"{folder} compacted")

@@ -4,17 +4,24 @@ applied on top of an older checkpoint gives the same windows as the whole change
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import duckdb
 import pyarrow as pa
 
 from archlab.contract import load_contract
 from archlab.settings import PROJECT_ROOT
-from archlab.window_store import WindowStore, apply_delta, delta_state, window_key_bytes
+from archlab.window_store import TailReplay, WindowStore, apply_delta, delta_state, window_key_bytes
 from archlab.windows import PartitionWindows
 from tests.unit.test_windows import silver_rows
 
 CONTRACT = load_contract(PROJECT_ROOT / "contracts" / "orders.yaml")
+
+
+class ChangelogEntry(NamedTuple):
+    offset: int
+    key: bytes
+    value: bytes | None
 
 
 def snapshot(windows: PartitionWindows) -> dict:
@@ -71,8 +78,10 @@ def test_windows_restored_from_the_tail_survive_the_next_checkpoint(tmp_path: Pa
     store = WindowStore(tmp_path)
     restarted = PartitionWindows(CONTRACT, silver_partitions=1)
     assert store.load("orders", 0, restarted) is None  # no checkpoint: the whole changelog is the tail
-    changed = {apply_delta(restarted, k, v) for k, v in changelog} - {None}
-    store.save("orders", 0, restarted, {k: restarted.windows[k] for k in changed}, [], checkpoint=len(changelog) - 1)
+    tail = TailReplay(restarted)  # as the aggregator's restore uses it
+    tail.apply(ChangelogEntry(offset, key, value) for offset, (key, value) in enumerate(changelog))
+    tail.finish(store, "orders", 0)
+    assert tail.applied == len(changelog)
     # the next batch touches one window only, and moves the checkpoint past the tail
     key, window = next(iter(restarted.windows.items()))
     store.save("orders", 0, restarted, {key: window}, [], checkpoint=len(changelog) + 5)
