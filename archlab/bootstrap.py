@@ -107,6 +107,8 @@ def ensure_bucket(settings: Settings) -> bool:
         fs.mkdir(settings.bucket)
     except FileExistsError:
         return False
+    finally:  # now, on fsspec's loop: left to the garbage collector, a later asyncio loop would try
+        s3fs.S3FileSystem.close_session(fs.loop, fs.s3)
     log.info("created bucket %s", settings.bucket)
     return True
 
