@@ -122,7 +122,8 @@ async def _run(events: int) -> dict[str, object]:
                "LAB_S3_SECRET_KEY": settings.s3_secret_key.get_secret_value(), "LAB_BUCKET": settings.bucket,
                "LAB_DATASETS": dataset, "LAB_CONTRACTS_DIR": str(contracts), "LAB_FLUSH_INTERVAL_S": "1",
                "LAB_API_PORT": str(port), "LAB_API_HOST": "127.0.0.1", "LAB_LOG_LEVEL": "WARNING"}
-        await produce_synthetic(settings, dataset, count=events, rate=0, seed=7, history=timedelta(hours=1))
+        await produce_synthetic(settings, "orders", count=events, rate=0, seed=7, history=timedelta(hours=1),
+                                topic=f"{dataset}.raw")
         procs = [_start(name, env, Path(folder)) for name in ("silver_refiner", "gold_aggregator", "api")]
         try:
             url = f"http://127.0.0.1:{port}/v1/datasets/{dataset}/aggregates"

@@ -43,7 +43,9 @@ async def dashboard(settings: Settings, tmp_path_factory: pytest.TempPathFactory
     folder = tmp_path_factory.mktemp("ui-contracts")
     dataset = await copy_contract(settings, folder, "orders")
     history = timedelta(minutes=8)
-    assert (await produce_synthetic(settings, dataset, count=3_000, rate=0, seed=71, history=history)).failed == 0
+    sent = await produce_synthetic(settings, "orders", count=3_000, rate=0, seed=71, history=history,
+                                   topic=f"{dataset}.raw")
+    assert sent.sent == 3_000 and sent.failed == 0
     api_port, ui_port = free_ports(2)
     env = {**os.environ, "LAB_DATASETS": dataset, "LAB_CONTRACTS_DIR": str(folder),
            "LAB_SILVER_GROUP": f"silver-{dataset}", "LAB_GOLD_GROUP": f"gold-{dataset}",

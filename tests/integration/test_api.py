@@ -125,7 +125,9 @@ async def served(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
     folder = tmp_path_factory.mktemp("api-contracts")
     dataset = await copy_contract(settings, folder, "orders")
     history = timedelta(minutes=HISTORY_MINUTES)
-    assert (await produce_synthetic(settings, dataset, count=6_000, rate=0, seed=61, history=history)).failed == 0
+    sent = await produce_synthetic(settings, "orders", count=6_000, rate=0, seed=61, history=history,
+                                   topic=f"{dataset}.raw")
+    assert sent.sent == 6_000 and sent.failed == 0
     env = {"LAB_DATASETS": dataset, "LAB_CONTRACTS_DIR": str(folder), "LAB_SILVER_GROUP": f"silver-{dataset}",
            "LAB_GOLD_GROUP": f"gold-{dataset}", "LAB_INSTANCE_ID": "api-test", "LAB_FLUSH_INTERVAL_S": "1",
            "LAB_COMPACTION_INTERVAL_S": "5"}
