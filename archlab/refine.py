@@ -396,7 +396,7 @@ def _checks(contract: Contract) -> list[_Check]:
     ]
     assert [check.name for check in checks] == list(ENGINE_CHECKS)
     for i, (name, spec) in enumerate(contract.fields.items()):
-        checks += _field_checks(i, name, spec)
+        checks += _field_checks(i, name, spec, is_event_time=name == contract.event_time)
     checks += [
         _Check(
             rule.name,
@@ -410,7 +410,7 @@ def _checks(contract: Contract) -> list[_Check]:
     return checks
 
 
-def _field_checks(i: int, name: str, spec: FieldSpec) -> list[_Check]:
+def _field_checks(i: int, name: str, spec: FieldSpec, *, is_event_time: bool) -> list[_Check]:
     column = quote(name)
     checks = []
     if spec.required:
@@ -424,7 +424,8 @@ def _field_checks(i: int, name: str, spec: FieldSpec) -> list[_Check]:
             f"CASE WHEN lab_p{i} THEN {column} IS NULL END",
             name,
             f" is not {_article(spec.type)} {spec.type}"
-            + (" in years 1-9999" if base_type(spec.type) in ("date", "timestamp") else ""),
+            + (" from 0001-01-01 to 9999-12-30 (its window must end by 9999-12-31)" if is_event_time
+               else " in years 1-9999" if base_type(spec.type) in ("date", "timestamp") else ""),
         )
     )
     if spec.min is not None:
@@ -551,9 +552,16 @@ def _refine_sql(contract: Contract, checks: list[_Check]) -> str:
         query = f"SELECT * REPLACE ({replaced}) FROM ({query})"
     # DuckDB has dates before year 1 and after 9999; Python, the lake's dt= folders and most readers
     # do not, so such a value is not one of the type.
+    # Gold windows divide a day, so an event time before the calendar's last day has a window that
+    # ends inside it.
     calendar = {"date": ("DATE", "0001-01-01", "9999-12-31"),
-                "timestamp": ("TIMESTAMPTZ", "0001-01-01 00:00:00+00", "9999-12-31 23:59:59.999999+00")}
-    bounded = [(quote(name), *calendar[base_type(spec.type)]) for name, spec in fields if base_type(spec.type) in calendar]
+                "timestamp": ("TIMESTAMPTZ", "0001-01-01 00:00:00+00", "9999-12-31 23:59:59.999999+00"),
+                "event_time": ("TIMESTAMPTZ", "0001-01-01 00:00:00+00", "9999-12-30 23:59:59.999999+00")}
+    bounded = [
+        (quote(name), *calendar["event_time" if name == contract.event_time else base_type(spec.type)])
+        for name, spec in fields
+        if base_type(spec.type) in calendar
+    ]
     if bounded:
         replaced = ", ".join(
             f"CASE WHEN {name} BETWEEN {kind} '{low}' AND {kind} '{high}' THEN {name} END AS {name}"

@@ -462,6 +462,8 @@ COERCIONS: list[tuple[str, bytes, object]] = [
     ("strict_n", b'"12"', TYPE_ERROR),
     ("strict_ts", b'"2025-03-03T12:00:00+01:00"', datetime(2025, 3, 3, 11, 0, tzinfo=UTC)),
     ("strict_ts", b"1741000000000", TYPE_ERROR),
+    ("strict_ts", b'"9999-12-31T23:59:59Z"', datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)),  # not the event time
+    ("strict_ts", b'"0000-12-31T23:59:59Z"', TYPE_ERROR),
     ("zero_is_null", b'"0"', None),
     ("zero_is_null", b"0", 0),
 ]
@@ -475,7 +477,8 @@ TIMESTAMPS: list[tuple[bytes, object]] = [
     (b'"0001-01-01T00:00:00Z"', datetime(1, 1, 1, tzinfo=UTC)),
     (b'"0000-01-01T00:00:00Z"', TYPE_ERROR),
     (b'"0001-01-01T00:30:00+01:00"', TYPE_ERROR),
-    (b'"9999-12-31T23:59:59Z"', datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)),
+    (b'"9999-12-30T23:59:59Z"', datetime(9999, 12, 30, 23, 59, 59, tzinfo=UTC)),
+    (b'"9999-12-31T00:00:00Z"', TYPE_ERROR),  # the event time: its gold window would end past 9999
     (b'"9999-12-31T23:30:00-01:00"', TYPE_ERROR),
 ]
 
