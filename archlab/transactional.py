@@ -60,6 +60,7 @@ class TransactionalProcessor(ABC):
         self.listener = _Rebalance(self)
         self.senders: dict[str, KeyedBatchSender] = {}
         self._ready: set[TopicPartition] = set()  # assigned and state restored
+        self._rebalances = 0  # revocations so far: a batch fetched before one is stale
         self._fatal: BaseException | None = None
 
     async def open_senders(self, topics: list[str]) -> None:
@@ -72,10 +73,13 @@ class TransactionalProcessor(ABC):
         while not stop.is_set():
             fetched = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
             fetched = {tp: records for tp, records in fetched.items() if records}
+            rebalances = self._rebalances
             while fetched:
                 if self._fatal is not None:
                     raise self._fatal
                 async with self.lock:  # a rebalance waits for the batch in flight
+                    if self._rebalances != rebalances:
+                        break  # a rebalance came between fetch and commit; positions went back to the commits
                     assigned = self.consumer.assignment()
                     fetched = {tp: records for tp, records in fetched.items() if tp in assigned}
                     if self._ready.issuperset(fetched):
@@ -99,6 +103,7 @@ class TransactionalProcessor(ABC):
     async def release(self, revoked: list[TopicPartition]) -> None:
         """On revocation: the batch in flight commits first, then the partitions' state is dropped."""
         async with self.lock:
+            self._rebalances += 1
             self._ready.difference_update(revoked)
             self.forget(revoked)
 
