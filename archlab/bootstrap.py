@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
+import fsspec.asyn
 import s3fs
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
@@ -107,8 +108,9 @@ def ensure_bucket(settings: Settings) -> bool:
         fs.mkdir(settings.bucket)
     except FileExistsError:
         return False
-    finally:  # now, on fsspec's loop: left to the garbage collector, a later asyncio loop would try
-        s3fs.S3FileSystem.close_session(fs.loop, fs.s3)
+    finally:  # now, on fsspec's loop: left to the garbage collector (or to s3fs's close_session from a
+        # thread running another loop), the running asyncio loop would try and fail
+        fsspec.asyn.sync(fs.loop, fs.s3.close)
     log.info("created bucket %s", settings.bucket)
     return True
 
