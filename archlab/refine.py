@@ -551,9 +551,8 @@ def _refine_sql(contract: Contract, checks: list[_Check]) -> str:
         replaced = ", ".join(f"CASE WHEN isfinite({name}) THEN {name} END AS {name}" for name in floats)
         query = f"SELECT * REPLACE ({replaced}) FROM ({query})"
     # DuckDB has dates before year 1 and after 9999; Python, the lake's dt= folders and most readers
-    # do not, so such a value is not one of the type.
-    # Gold windows divide a day, so an event time before the calendar's last day has a window that
-    # ends inside it.
+    # do not, so such a value is not one of the type. The event time stops a day earlier: gold
+    # windows divide a day, so each window of an earlier event time ends inside the calendar.
     calendar = {"date": ("DATE", "0001-01-01", "9999-12-31"),
                 "timestamp": ("TIMESTAMPTZ", "0001-01-01 00:00:00+00", "9999-12-31 23:59:59.999999+00"),
                 "event_time": ("TIMESTAMPTZ", "0001-01-01 00:00:00+00", "9999-12-30 23:59:59.999999+00")}
