@@ -81,6 +81,8 @@ class _Refined:
 class SilverRefiner(TransactionalProcessor):
     """Consume raw, refine, de-duplicate and produce the outcome transactionally, batch by batch."""
 
+    prepare_ahead = True  # refining reads only the batch and the contract; de-duplication is in emit
+
     def __init__(
         self,
         settings: Settings,

@@ -10,7 +10,8 @@ partition is assigned; no record of that partition is processed before, and a fa
 stops the service (aiokafka would only log an exception raised in a rebalance callback).
 Offsets are never sought in the assignment callback: the consumer's own position is the
 committed offset, and seeking there from the callback was seen to re-deliver records after a
-``kill -9`` of a predecessor.
+``kill -9`` of a predecessor. A batch fetched before a rebalance is dropped, not committed: the new
+assignment reads again from the committed offsets.
 
 The transactional id is stable per instance (``LAB_INSTANCE_ID``), so a restarted instance fences
 its dead predecessor and aborts its open transaction at once instead of blocking readers.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -33,6 +35,15 @@ from archlab.settings import Settings
 log = structlog.get_logger(__name__)
 
 Fetched = dict[TopicPartition, list[ConsumerRecord]]
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Records fetched together, the rebalance count when they were, and (prepared ahead) the result."""
+
+    fetched: Fetched
+    rebalances: int
+    prepared: Any = None
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -48,6 +59,10 @@ class _Rebalance(ConsumerRebalanceListener):
 
 class TransactionalProcessor(ABC):
     """The batch loop; subclasses say how a batch is prepared and emitted and how state is kept."""
+
+    prepare_ahead = False
+    """True when ``prepare`` reads no state: the next batch is then fetched and prepared while the
+    current one commits (silver refines on one core while the other sends and commits)."""
 
     def __init__(
         self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, *, group_id: str, max_batch: int
@@ -70,26 +85,45 @@ class TransactionalProcessor(ABC):
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch, process and commit batch after batch until ``stop``."""
-        while not stop.is_set():
-            fetched = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
-            fetched = {tp: records for tp, records in fetched.items() if records}
-            rebalances = self._rebalances
-            while fetched:
-                if self._fatal is not None:
-                    raise self._fatal
-                async with self.lock:  # a rebalance waits for the batch in flight
-                    if self._rebalances != rebalances:
-                        break  # a rebalance came between fetch and commit; positions went back to the commits
-                    assigned = self.consumer.assignment()
-                    fetched = {tp: records for tp, records in fetched.items() if tp in assigned}
-                    if self._ready.issuperset(fetched):
-                        if fetched:
-                            await self._commit(fetched)
-                        break
-                await asyncio.sleep(0.05)  # a partition's state is still being restored: keep its records
+        ahead: asyncio.Task[_Batch | None] | None = None
+        try:
+            while not stop.is_set():
+                batch = await (ahead if ahead is not None else self._fetch())
+                ahead = asyncio.create_task(self._fetch()) if self.prepare_ahead else None
+                if batch is not None:
+                    await self._commit_when_ready(batch)
+        finally:
+            if ahead is not None:  # fetched, not committed: read again by whoever owns it next
+                ahead.cancel()
+                await asyncio.gather(ahead, return_exceptions=True)
 
-    async def _commit(self, fetched: Fetched) -> None:
-        prepared = await self.prepare(fetched)
+    async def _fetch(self) -> _Batch | None:
+        fetched = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
+        fetched = {tp: records for tp, records in fetched.items() if records}
+        if not fetched:
+            return None
+        batch = _Batch(fetched, self._rebalances)
+        if self.prepare_ahead:
+            batch.prepared = await self.prepare(fetched)
+        return batch
+
+    async def _commit_when_ready(self, batch: _Batch) -> None:
+        """Commit once every partition of the batch has its state; drop the batch if a rebalance came
+        since it was fetched (the new assignment reads again from the committed offsets, so
+        committing it would process its records twice)."""
+        while True:
+            if self._fatal is not None:
+                raise self._fatal
+            async with self.lock:  # a rebalance waits for the batch in flight
+                if self._rebalances != batch.rebalances:
+                    return
+                if self._ready.issuperset(batch.fetched):
+                    prepared = batch.prepared if self.prepare_ahead else await self.prepare(batch.fetched)
+                    await self._commit(batch.fetched, prepared)
+                    return
+            await asyncio.sleep(0.05)  # a partition's state is still being restored: keep its records
+
+    async def _commit(self, fetched: Fetched, prepared: Any) -> None:
         async with self.producer.transaction():
             await self.emit(prepared)
             for sender in self.senders.values():
