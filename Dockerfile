@@ -32,7 +32,7 @@ COPY --chown=10001:10001 pyproject.toml uv.lock README.md ./
 RUN --mount=type=cache,target=/tmp/uv-cache,uid=10001,gid=10001 \
     uv sync --frozen --no-dev --no-install-project
 
-# Then the project itself. uv installs it editable, so archlab.settings.PROJECT_ROOT is /app and the
+# Then the project itself. uv installs it editable, so archlab.core.settings.PROJECT_ROOT is /app and the
 # default LAB_CONTRACTS_DIR (/app/contracts) is right.
 COPY --chown=10001:10001 archlab/ archlab/
 COPY --chown=10001:10001 services/ services/

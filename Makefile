@@ -66,3 +66,6 @@ bench: provision ## end-to-end benchmark (1M orders; BENCH_ARGS="--events 300000
 
 chaos: provision ## 500k events while services are kill -9ed, Kafka restarted, MinIO stopped; verdict (CHAOS_ARGS)
 	@.venv/bin/python -m bench.chaos $(CHAOS_ARGS)
+
+lint: env ## import order and unused names (ruff)
+	@.venv/bin/ruff check archlab services bench ui tests

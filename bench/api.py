@@ -22,9 +22,9 @@ from pathlib import Path
 
 import aiohttp
 
-from archlab.produce import produce_synthetic
-from archlab.settings import PROJECT_ROOT
-from archlab.stack import free_ports
+from archlab.core.settings import PROJECT_ROOT
+from archlab.devstack.native import free_ports
+from archlab.ingest.produce import produce_synthetic
 from bench.common import fresh_dataset, report, throwaway_stack
 
 CLIENTS = 32

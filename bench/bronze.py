@@ -9,11 +9,11 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from archlab.bronze import BronzeEncoder
-from archlab.kafka import make_consumer
-from archlab.lake import Lake
-from archlab.landing import LakeSink, RollPolicy
-from archlab.settings import Settings
+from archlab.core.settings import Settings
+from archlab.kafka.clients import make_consumer
+from archlab.lake.store import Lake
+from archlab.pipeline.bronze import BronzeEncoder
+from archlab.streaming.lake_sink import LakeSink, RollPolicy
 from bench.common import against_consume_only, report
 
 

@@ -16,7 +16,7 @@ supervisor would, and reported. Once the pipeline has settled it checks:
 * silver ∪ quarantine equals raw minus the injected duplicates (header `lab-injected: duplicate`),
   each once, on the topics and on the lake (lineage columns);
 * gold, the latest row per key on the lake and the latest record per key on the gold topic, equals
-  the DuckDB batch truth over silver (archlab/truth.py);
+  the DuckDB batch truth over silver (archlab/testing/truth.py);
 * every service is still running.
 
 It prints a verdict table, writes bench/results/chaos.json and .md, and exits 1 on any difference.
@@ -43,16 +43,16 @@ from typing import Any
 
 import orjson
 
-from archlab.bootstrap import ensure_topics
 from archlab.contract import Contract, load_contract, quote
-from archlab.generators import INJECTED_HEADER
-from archlab.kafka import read_to_end, topic_partitions
-from archlab.lake import Lake
-from archlab.produce import produce_synthetic
-from archlab.query import connect, layer_glob
-from archlab.settings import PROJECT_ROOT, Settings
-from archlab.stack import NativeStack
-from archlab.truth import differences, gold_key, truth
+from archlab.core.settings import PROJECT_ROOT, Settings
+from archlab.devstack.native import NativeStack
+from archlab.ingest.generators import INJECTED_HEADER
+from archlab.ingest.produce import produce_synthetic
+from archlab.kafka.clients import read_to_end, topic_partitions
+from archlab.kafka.topics import ensure_topics
+from archlab.lake.query import connect, layer_glob
+from archlab.lake.store import Lake
+from archlab.testing.truth import differences, gold_key, truth
 from bench.common import RESULTS, report, throwaway_stack
 
 SERVICES = ("bronze_sink", "silver_refiner", "gold_aggregator")

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import orjson
 
-from archlab.bootstrap import ensure_bucket, ensure_topics
-from archlab.kafka import make_consumer, read_to_end, topic_partitions
-from archlab.produce import produce_synthetic
-from archlab.settings import PROJECT_ROOT, Settings
-from archlab.stack import NativeStack, StackConfig, free_ports
+from archlab.core.settings import PROJECT_ROOT, Settings
+from archlab.devstack.native import NativeStack, StackConfig, free_ports
+from archlab.ingest.produce import produce_synthetic
+from archlab.kafka.clients import make_consumer, read_to_end, topic_partitions
+from archlab.kafka.topics import ensure_topics
+from archlab.lake.store import ensure_bucket
 
 RESULTS = PROJECT_ROOT / "bench" / "results"
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import orjson
 
-from archlab.produce import produce_synthetic
-from archlab.settings import PROJECT_ROOT, Settings
+from archlab.core.settings import PROJECT_ROOT, Settings
+from archlab.ingest.produce import produce_synthetic
 from bench.common import consume_only_rate, fresh_dataset, report, throwaway_stack
 
 TAKE = 20_000  # the refiner's batch size (LAB_REFINE_BATCH)

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 from archlab.contract import load_contract
-from archlab.gold import Aggregator, Shuffler, shuffle_topic
-from archlab.produce import produce_synthetic
-from archlab.transactional import run_transactional
+from archlab.ingest.produce import produce_synthetic
+from archlab.pipeline.gold.stages import Aggregator, Shuffler, shuffle_topic
+from archlab.streaming.transactional import run_transactional
 from bench.common import consume_only_rate, fresh_dataset, report, throwaway_stack, wait_committed
 from bench.silver import silver_refiner
 

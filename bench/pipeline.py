@@ -46,12 +46,12 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-from archlab.bootstrap import TOPIC_CONFIGS
-from archlab.generators import make_generator
-from archlab.kafka import KeyedBatchSender, make_consumer, make_producer, topic_partitions
-from archlab.produce import produce_synthetic
-from archlab.settings import PROJECT_ROOT, Settings
-from archlab.stack import free_ports
+from archlab.core.settings import PROJECT_ROOT, Settings
+from archlab.devstack.native import free_ports
+from archlab.ingest.generators import make_generator
+from archlab.ingest.produce import produce_synthetic
+from archlab.kafka.clients import KeyedBatchSender, make_consumer, make_producer, topic_partitions
+from archlab.kafka.topics import TOPIC_CONFIGS
 from bench.common import RESULTS, consume_only_rate, fresh_dataset, report, throwaway_stack
 
 SERVICES = ("bronze_sink", "silver_refiner", "gold_aggregator", "api")

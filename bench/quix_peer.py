@@ -35,7 +35,7 @@ from quixstreams import Application
 from quixstreams.dataframe.windows import Count, Sum
 
 from archlab.contract import load_contract
-from archlab.settings import PROJECT_ROOT
+from archlab.core.settings import PROJECT_ROOT
 
 FUTURE_TOLERANCE_MS = 10 * 60 * 1000
 CENT = Decimal("0.01")

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from archlab.contract import load_contract
-from archlab.kafka import make_consumer, make_producer
-from archlab.settings import Settings
-from archlab.silver import SilverRefiner
+from archlab.core.settings import Settings
+from archlab.kafka.clients import make_consumer, make_producer
+from archlab.pipeline.silver.stage import SilverRefiner
 from bench.common import against_consume_only, report
 
 

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from archlab.bootstrap import ensure_bucket
-from archlab.settings import Settings
-from archlab.stack import NativeStack, NotProvisionedError, StackConfig, free_ports
+from archlab.core.settings import Settings
+from archlab.devstack.native import NativeStack, NotProvisionedError, StackConfig, free_ports
+from archlab.lake.store import ensure_bucket
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import uvicorn
 
-from archlab.api import ApiSettings, create_app
-from archlab.service import run_service
+from archlab.core.service import run_service
+from archlab.serving.api import ApiSettings, create_app
 
 SETTINGS_MODEL = ApiSettings
 

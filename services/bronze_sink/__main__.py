@@ -7,10 +7,10 @@ import asyncio
 
 from pydantic import Field
 
-from archlab.bronze import BronzeEncoder
-from archlab.landing import land
-from archlab.service import run_service
-from archlab.settings import Settings
+from archlab.core.service import run_service
+from archlab.core.settings import Settings
+from archlab.pipeline.bronze import BronzeEncoder
+from archlab.streaming.lake_sink import land
 
 
 class BronzeSettings(Settings):

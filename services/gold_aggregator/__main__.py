@@ -1,6 +1,6 @@
 """gold_aggregator: aggregates `<dataset>.silver` into the contract's event-time windows.
 
-Two transactional stages (see archlab/gold.py): silver re-keyed by time bucket into
+Two transactional stages (see archlab/pipeline/gold/stages.py): silver re-keyed by time bucket into
 `<dataset>.gold-shuffle`, then windows per shuffle partition emitted to the compacted
 `<dataset>.gold` topic with their state deltas in `<dataset>.gold-state`. It also lands gold on the
 lake (`gold/<dataset>/<aggregate>/dt=…/hour=…`) and compacts closed hours into one file each."""
@@ -12,14 +12,14 @@ from pathlib import Path
 
 from pydantic import Field
 
-from archlab.compaction import compact_forever
 from archlab.contract import load_contracts
-from archlab.gold import Aggregator, GoldEncoder, Shuffler, shuffle_topic, with_aggregates
-from archlab.lake import Lake
-from archlab.landing import land
-from archlab.service import run_service, run_together
-from archlab.settings import PROJECT_ROOT, Settings
-from archlab.transactional import run_transactional
+from archlab.core.service import run_service, run_together
+from archlab.core.settings import PROJECT_ROOT, Settings
+from archlab.lake.store import Lake
+from archlab.pipeline.gold.compaction import compact_forever
+from archlab.pipeline.gold.stages import Aggregator, GoldEncoder, Shuffler, shuffle_topic, with_aggregates
+from archlab.streaming.lake_sink import land
+from archlab.streaming.transactional import run_transactional
 
 
 class GoldSettings(Settings):

@@ -9,9 +9,9 @@ import asyncio
 import structlog
 from pydantic import Field
 
-from archlab.produce import produce_synthetic
-from archlab.service import run_service
-from archlab.settings import Settings
+from archlab.core.service import run_service
+from archlab.core.settings import Settings
+from archlab.ingest.produce import produce_synthetic
 
 log = structlog.get_logger("producer")
 

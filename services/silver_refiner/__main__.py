@@ -10,12 +10,12 @@ import asyncio
 from pydantic import Field
 
 from archlab.contract import load_contracts
-from archlab.landing import land
-from archlab.service import run_service, run_together
-from archlab.settings import Settings
-from archlab.silver import SilverRefiner
-from archlab.silver_lake import DqEncoder, QuarantineEncoder, SilverEncoder
-from archlab.transactional import run_transactional
+from archlab.core.service import run_service, run_together
+from archlab.core.settings import Settings
+from archlab.pipeline.silver.stage import SilverRefiner
+from archlab.pipeline.silver.tables import DqEncoder, QuarantineEncoder, SilverEncoder
+from archlab.streaming.lake_sink import land
+from archlab.streaming.transactional import run_transactional
 
 
 class SilverSettings(Settings):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from archlab.stack import NotProvisionedError
+from archlab.devstack.native import NotProvisionedError
 from bench.chaos import Plan, run_chaos
 from bench.common import throwaway_stack
 

@@ -17,9 +17,9 @@ import httpx
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
-from archlab.produce import produce_synthetic
-from archlab.settings import PROJECT_ROOT, Settings
-from archlab.stack import free_ports
+from archlab.core.settings import PROJECT_ROOT, Settings
+from archlab.devstack.native import free_ports
+from archlab.ingest.produce import produce_synthetic
 from tests.integration.conftest import ARTIFACTS, ServiceProcess
 from tests.integration.test_api import wait_ready
 from tests.integration.test_silver import copy_contract

@@ -19,9 +19,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from archlab.settings import PROJECT_ROOT
-from archlab.stack import NativeStack, StackConfig, free_port, free_ports, port_open
-from archlab.supervisor import ServiceSpec, service_specs, supervisor_pid_file
+from archlab.core.settings import PROJECT_ROOT
+from archlab.devstack.native import NativeStack, StackConfig, free_port, free_ports, port_open
+from archlab.devstack.supervisor import ServiceSpec, service_specs, supervisor_pid_file
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 

@@ -19,11 +19,11 @@ import duckdb
 import pytest
 from aiokafka.structs import ConsumerRecord
 
-from archlab.bootstrap import ensure_topics
-from archlab.kafka import read_to_end, topic_partitions
-from archlab.lake import Lake
-from archlab.query import connect, layer_glob
-from archlab.settings import PROJECT_ROOT, Settings
+from archlab.core.settings import PROJECT_ROOT, Settings
+from archlab.kafka.clients import read_to_end, topic_partitions
+from archlab.kafka.topics import ensure_topics
+from archlab.lake.query import connect, layer_glob
+from archlab.lake.store import Lake
 
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 

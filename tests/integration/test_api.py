@@ -21,7 +21,8 @@ import httpx
 import orjson
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings as hypothesis_settings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -30,13 +31,13 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from archlab.contract import Contract, load_contract
-from archlab.generators import make_generator
-from archlab.kafka import KeyedBatchSender, make_consumer, make_producer, topic_partitions
-from archlab.lake import Lake
-from archlab.produce import produce_synthetic
-from archlab.query import connect, layer_glob
-from archlab.settings import Settings
-from archlab.stack import free_ports
+from archlab.core.settings import Settings
+from archlab.devstack.native import free_ports
+from archlab.ingest.generators import make_generator
+from archlab.ingest.produce import produce_synthetic
+from archlab.kafka.clients import KeyedBatchSender, make_consumer, make_producer, topic_partitions
+from archlab.lake.query import connect, layer_glob
+from archlab.lake.store import Lake
 from tests.integration.conftest import ARTIFACTS, ServiceProcess, read_all
 from tests.integration.test_silver import copy_contract
 

@@ -8,15 +8,21 @@ import re
 
 import pytest
 
-from archlab.bronze import BronzeEncoder
-from archlab.generators import DIRTY_KINDS, DirtyRates
-from archlab.kafka import make_consumer
-from archlab.lake import Lake
-from archlab.landing import LakeSink, RollPolicy
-from archlab.produce import produce_synthetic
-from archlab.query import connect, layer_glob
-from archlab.settings import Settings
-from tests.integration.conftest import assert_exactly_once, bronze_rows, kill9_repeatedly, read_topic, wait_until
+from archlab.core.settings import Settings
+from archlab.ingest.generators import DIRTY_KINDS, DirtyRates
+from archlab.ingest.produce import produce_synthetic
+from archlab.kafka.clients import make_consumer
+from archlab.lake.query import connect, layer_glob
+from archlab.lake.store import Lake
+from archlab.pipeline.bronze import BronzeEncoder
+from archlab.streaming.lake_sink import LakeSink, RollPolicy
+from tests.integration.conftest import (
+    assert_exactly_once,
+    bronze_rows,
+    kill9_repeatedly,
+    read_topic,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 

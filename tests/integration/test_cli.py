@@ -10,16 +10,16 @@ import sys
 import orjson
 import pytest
 
-from archlab.generators import DirtyRates
-from archlab.produce import produce_synthetic
-from archlab.settings import Settings
+from archlab.core.settings import Settings
+from archlab.ingest.generators import DirtyRates
+from archlab.ingest.produce import produce_synthetic
 from tests.integration.conftest import bronze_rows, wait_until
 
 pytestmark = pytest.mark.integration
 
 
 def lab(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "archlab.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "archlab.cli.main", *args], capture_output=True, text=True,
                           env={**os.environ, **env}, timeout=120)
 
 

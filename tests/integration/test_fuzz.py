@@ -31,14 +31,16 @@ import orjson
 import psutil
 import pytest
 from aiokafka.structs import ConsumerRecord
-from hypothesis import HealthCheck, Phase, example, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, Phase, example, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from archlab.contract import load_contract
-from archlab.kafka import KeyedBatchSender, make_producer, partition_for
-from archlab.lake import Lake
-from archlab.query import connect, layer_glob
-from archlab.refine import TRUNCATED_PAYLOAD_BYTES
-from archlab.settings import PROJECT_ROOT, Settings
+from archlab.core.settings import PROJECT_ROOT, Settings
+from archlab.kafka.clients import KeyedBatchSender, make_producer, partition_for
+from archlab.lake.query import connect, layer_glob
+from archlab.lake.store import Lake
+from archlab.pipeline.silver.refine import TRUNCATED_PAYLOAD_BYTES
 from tests.integration.conftest import ServiceProcess, assert_exactly_once, bronze_rows, read_all
 from tests.integration.test_silver import _env, copy_contract, lineage
 

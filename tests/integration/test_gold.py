@@ -15,11 +15,11 @@ import orjson
 import pytest
 
 from archlab.contract import load_contract
-from archlab.generators import DirtyRates, make_generator
-from archlab.lake import Lake
-from archlab.produce import produce_synthetic
-from archlab.query import connect, layer_glob
-from archlab.settings import Settings
+from archlab.core.settings import Settings
+from archlab.ingest.generators import DirtyRates, make_generator
+from archlab.ingest.produce import produce_synthetic
+from archlab.lake.query import connect, layer_glob
+from archlab.lake.store import Lake
 from tests.gold_truth import differences, gold_key, truth
 from tests.integration.conftest import kill9_repeatedly, read_all, wait_until
 from tests.integration.test_silver import copy_contract
@@ -144,7 +144,7 @@ async def test_a_past_year_replayed_at_full_speed_closes_its_windows_and_compact
     history = tmp_path / "orders-2024.jsonl"
     history.write_bytes(b"\n".join(r.value for r in generator.batch(20_000)))  # 21:00 to 23:47
     replay = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "archlab.cli", "replay", str(history), "--dataset", dataset],
+        subprocess.run, [sys.executable, "-m", "archlab.cli.main", "replay", str(history), "--dataset", dataset],
         capture_output=True, text=True, env={**os.environ, "LAB_CONTRACTS_DIR": str(folder)},
     )
     assert replay.returncode == 0, replay.stderr

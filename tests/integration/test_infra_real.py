@@ -18,9 +18,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from archlab.bootstrap import TOPIC_LAYERS, ensure_bucket, ensure_topics
-from archlab.settings import PROJECT_ROOT, Settings
-from archlab.stack import NativeStack, StackConfig, free_ports, port_open
+from archlab.core.settings import PROJECT_ROOT, Settings
+from archlab.devstack.native import NativeStack, StackConfig, free_ports, port_open
+from archlab.kafka.topics import TOPIC_LAYERS, ensure_topics
+from archlab.lake.store import ensure_bucket
 
 pytestmark = pytest.mark.integration
 
@@ -194,7 +195,7 @@ def test_separate_stack_starts_and_stops_cleanly(tmp_path, stack: NativeStack) -
         assert other.is_running() and other.kafka_healthy() and other.minio_healthy()
         pids = [other.pid("kafka"), other.pid("minio")]
         down = subprocess.run(
-            [sys.executable, "-c", "from archlab.stack import infra_app; infra_app()", "down",
+            [sys.executable, "-c", "from archlab.devstack.native import infra_app; infra_app()", "down",
              "--root", str(config.root)],
             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120, check=False,
         )
@@ -210,7 +211,7 @@ def test_separate_stack_starts_and_stops_cleanly(tmp_path, stack: NativeStack) -
 _OWNER = """
 import sys
 from pathlib import Path
-from archlab.stack import NativeStack, StackConfig
+from archlab.devstack.native import NativeStack, StackConfig
 config = StackConfig(Path(sys.argv[1]), minio_port=int(sys.argv[2]), minio_console_port=int(sys.argv[3]),
                      access_key="owner", secret_key="owner-secret")
 NativeStack(config, exit_with_owner=True).start_minio()

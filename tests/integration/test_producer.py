@@ -14,10 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from archlab.bootstrap import ensure_topics
 from archlab.contract import load_contract
-from archlab.produce import replay_file
-from archlab.settings import PROJECT_ROOT, Settings
+from archlab.core.settings import PROJECT_ROOT, Settings
+from archlab.ingest.produce import replay_file
+from archlab.kafka.topics import ensure_topics
 from tests.integration.conftest import read_topic
 
 pytestmark = pytest.mark.integration

@@ -14,13 +14,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from archlab.bootstrap import ensure_topics
-from archlab.generators import DIRTY_KINDS, INJECTED_HEADER, DirtyRates
-from archlab.kafka import KeyedBatchSender, make_producer
-from archlab.lake import Lake
-from archlab.produce import produce_synthetic
-from archlab.query import connect, layer_glob
-from archlab.settings import PROJECT_ROOT, Settings
+from archlab.core.settings import PROJECT_ROOT, Settings
+from archlab.ingest.generators import DIRTY_KINDS, INJECTED_HEADER, DirtyRates
+from archlab.ingest.produce import produce_synthetic
+from archlab.kafka.clients import KeyedBatchSender, make_producer
+from archlab.kafka.topics import ensure_topics
+from archlab.lake.query import connect, layer_glob
+from archlab.lake.store import Lake
 from tests.integration.conftest import kill9_repeatedly, read_all, wait_until
 
 pytestmark = pytest.mark.integration

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from archlab.compaction import compact_dataset
 from archlab.contract import load_contract
-from archlab.lake import Lake
-from archlab.refine import from_wire_json
-from archlab.settings import PROJECT_ROOT
+from archlab.core.settings import PROJECT_ROOT
+from archlab.lake.store import Lake
+from archlab.pipeline.gold.compaction import compact_dataset
+from archlab.pipeline.silver.refine import from_wire_json
 
 CONTRACT = load_contract(PROJECT_ROOT / "contracts" / "orders.yaml")
 FOLDER = "gold/orders/by_category_1m/dt=2025-03-03/hour=06"

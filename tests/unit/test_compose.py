@@ -317,19 +317,19 @@ def subprocess_env(name: str) -> dict[str, str]:
 
 
 # One process inspects every service (fast): for each, the environment is replaced by the one compose
-# gives it, its settings modules are imported, archlab.settings.Settings and every settings model
+# gives it, its settings modules are imported, archlab.core.settings.Settings and every settings model
 # they define (or name as SETTINGS_MODEL) are instantiated from that environment, and their fields
 # are reported as JSON.
 _INSPECT_SETTINGS = r"""
 import importlib, json, os, sys
 from pydantic_settings import BaseSettings
-from archlab.settings import Settings
+from archlab.core.settings import Settings
 
 report = {}
 for service, job in json.load(sys.stdin).items():
     os.environ.clear()
     os.environ.update(job["env"])
-    models = {"archlab.settings.Settings": Settings}
+    models = {"archlab.core.settings.Settings": Settings}
     errors = []
     for package in job["packages"]:
         try:
@@ -477,7 +477,7 @@ def test_every_setting_a_service_reads_is_set_by_compose_or_has_a_default(
 
 def test_shared_environment_blocks_only_name_settings_fields() -> None:
     """A typo in the common `x-` environment (e.g. LAB_BUCKETS) would silently be ignored."""
-    from archlab.settings import Settings
+    from archlab.core.settings import Settings
 
     prefix = Settings.model_config.get("env_prefix", "")
     fields = {(prefix + name).upper() for name in Settings.model_fields}
@@ -491,7 +491,7 @@ def test_shared_environment_blocks_only_name_settings_fields() -> None:
     }
     assert blocks, "expected the shared LAB_* environment as an `x-` extension field"
     unknown = {key: sorted(set(block) - fields) for key, block in blocks.items() if set(block) - fields}
-    assert not unknown, f"not fields of archlab.settings.Settings: {unknown}"
+    assert not unknown, f"not fields of archlab.core.settings.Settings: {unknown}"
 
 
 # ---- .env.example ---------------------------------------------------------------------------------------
@@ -515,7 +515,7 @@ def test_every_env_example_variable_has_a_comment() -> None:
 
 
 def test_env_example_sets_the_required_settings() -> None:
-    from archlab.settings import Settings
+    from archlab.core.settings import Settings
 
     prefix = Settings.model_config.get("env_prefix", "")
     required = {(prefix + n).upper() for n, f in Settings.model_fields.items() if f.is_required()}

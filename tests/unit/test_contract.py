@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from archlab.contract import ContractError, load_contract, load_contracts, load_references
-from archlab.settings import PROJECT_ROOT
+from archlab.core.settings import PROJECT_ROOT
 
 CONTRACTS = PROJECT_ROOT / "contracts"
 

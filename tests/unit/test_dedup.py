@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiokafka import TopicPartition
 
-from archlab import dedup
-from archlab.dedup import DedupState
+from archlab.pipeline.silver import dedup
+from archlab.pipeline.silver.dedup import DedupState
 
 TP = TopicPartition("shop.raw", 0)
 HOUR = 3_600_000

@@ -19,7 +19,7 @@ import pytest
 from pydantic import ValidationError
 
 from archlab.contract import Contract, load_contract
-from archlab.generators import (
+from archlab.ingest.generators import (
     DIRTY_KINDS,
     DirtyRates,
     GeneratedRecord,

@@ -8,9 +8,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from aiokafka.structs import ConsumerRecord
 
-from archlab.bronze import BRONZE_SCHEMA, BronzeEncoder
-from archlab.landing import _split_by_folder
-from archlab.lake import Lake, partition_folder
+from archlab.lake.store import Lake, partition_folder
+from archlab.pipeline.bronze import BRONZE_SCHEMA, BronzeEncoder
+from archlab.streaming.lake_sink import _split_by_folder
 
 
 def _records(start: datetime, count: int, step: timedelta) -> list[ConsumerRecord]:

@@ -21,8 +21,15 @@ import pyarrow as pa
 import pytest
 
 from archlab.contract import Contract, load_contract
-from archlab.generators import DIRTY_KINDS, INJECTED_HEADER, DirtyRates, GeneratedRecord, make_generator
-from archlab.refine import (
+from archlab.core.settings import PROJECT_ROOT
+from archlab.ingest.generators import (
+    DIRTY_KINDS,
+    INJECTED_HEADER,
+    DirtyRates,
+    GeneratedRecord,
+    make_generator,
+)
+from archlab.pipeline.silver.refine import (
     QUARANTINE_SCHEMA,
     RAW_SCHEMA,
     TRUNCATED_PAYLOAD_BYTES,
@@ -34,7 +41,6 @@ from archlab.refine import (
     silver_from_json,
     silver_json,
 )
-from archlab.settings import PROJECT_ROOT
 from tests.unit.expected import ENUMS
 
 CONTRACTS = PROJECT_ROOT / "contracts"

@@ -10,9 +10,15 @@ import duckdb
 import pyarrow as pa
 
 from archlab.contract import load_contract
-from archlab.settings import PROJECT_ROOT
-from archlab.window_store import TailReplay, WindowStore, apply_delta, delta_state, window_key_bytes
-from archlab.windows import PartitionWindows
+from archlab.core.settings import PROJECT_ROOT
+from archlab.pipeline.gold.window_store import (
+    TailReplay,
+    WindowStore,
+    apply_delta,
+    delta_state,
+    window_key_bytes,
+)
+from archlab.pipeline.gold.windows import PartitionWindows
 from tests.unit.test_windows import silver_rows
 
 CONTRACT = load_contract(PROJECT_ROOT / "contracts" / "orders.yaml")

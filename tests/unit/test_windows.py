@@ -11,12 +11,12 @@ import pyarrow as pa
 import pytest
 
 from archlab.contract import load_contract
-from archlab.generators import DirtyRates, make_generator
-from archlab.gold import bucket_ms, event_ms
-from archlab.kafka import partition_for
-from archlab.refine import Refiner, from_wire_json, silver_json
-from archlab.settings import PROJECT_ROOT
-from archlab.windows import PartitionWindows, iso_ms
+from archlab.core.settings import PROJECT_ROOT
+from archlab.ingest.generators import DirtyRates, make_generator
+from archlab.kafka.clients import partition_for
+from archlab.pipeline.gold.stages import bucket_ms, event_ms
+from archlab.pipeline.gold.windows import PartitionWindows, iso_ms
+from archlab.pipeline.silver.refine import Refiner, from_wire_json, silver_json
 from tests.gold_truth import differences, gold_key, truth
 from tests.unit.test_refine import raw_table
 

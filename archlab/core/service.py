@@ -1,0 +1,88 @@
+"""What every service entry point shares: ``--help`` with its variables, settings, logs,
+metrics and a graceful stop on SIGTERM/SIGINT (a second signal stops at once)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import structlog
+import uvloop
+from pydantic import ValidationError
+
+from archlab.contract import ContractError
+from archlab.core.observability import configure_logging, start_metrics_server
+from archlab.core.settings import Settings, describe_env_vars
+from archlab.kafka.clients import wait_for_kafka
+
+S = TypeVar("S", bound=Settings)
+
+
+def load_settings(model: type[S]) -> S:
+    """Settings from the environment, or exit 2 with one line per missing or invalid variable."""
+    try:
+        return model()  # type: ignore[call-arg]
+    except ValidationError as exc:
+        prefix = model.model_config.get("env_prefix", "")
+        lines = [f"  {prefix}{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()]
+        sys.exit("configuration error:\n" + "\n".join(lines))
+
+
+def run_service(
+    name: str,
+    description: str,
+    main: Callable[[S, asyncio.Event], Awaitable[None]],
+    model: type[S],
+    argv: list[str] | None = None,
+) -> None:
+    """Parse ``--help``, load settings, then run ``main`` until it returns or a signal asks to stop."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m services.{name}",
+        description=description,
+        epilog=describe_env_vars(model),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.parse_args(argv)
+    settings = load_settings(model)
+    configure_logging(settings)
+    start_metrics_server(settings)
+    try:
+        uvloop.run(_supervise(name, main, settings))  # libuv's event loop: less overhead per I/O event
+    except ContractError as exc:  # a broken contract is the user's to fix: say what, not a traceback
+        sys.exit(f"contract error: {exc}")
+
+
+async def _supervise(name: str, main: Callable[[S, asyncio.Event], Awaitable[None]], settings: S) -> None:
+    log = structlog.get_logger(name)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second signal, stopping now")
+            sys.exit(128 + signum)
+        log.info("stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    log.info("starting", service=name)
+    if await wait_for_kafka(settings, stop):
+        await main(settings, stop)
+    log.info("stopped", service=name)
+
+
+async def run_together(stop: asyncio.Event, *parts: Awaitable[None]) -> None:
+    """Run a service's parts until all return; when one fails, stop the others and fail loudly."""
+    tasks = [asyncio.ensure_future(part) for part in parts]
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    for task in done:
+        if task.exception() is not None:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise task.exception()  # type: ignore[misc]
+    await asyncio.gather(*tasks)

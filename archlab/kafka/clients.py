@@ -1,0 +1,232 @@
+"""Kafka I/O shared by every service: client factories and a batching keyed sender.
+
+Every topic carries one record per event, keyed; speed comes from building Kafka record
+batches per partition (one future per batch) instead of one ``send`` future per event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaConnectionError
+from aiokafka.partitioner import murmur2
+from aiokafka.structs import ConsumerRecord
+
+from archlab.core.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+    """An idempotent producer (acks=all) so retries never write a record twice."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "enable_idempotence": True,
+        "acks": "all",
+        "linger_ms": 20,
+        "max_batch_size": 512 * 1024,
+        "max_request_size": 4 * 1024 * 1024,
+        "request_timeout_ms": 30_000,
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+def make_consumer(settings: Settings, *topics: str, group_id: str | None, **overrides: Any) -> AIOKafkaConsumer:
+    """A consumer that never commits on its own and reads only committed transactional data."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "isolation_level": "read_committed",
+        "max_partition_fetch_bytes": 8 * 1024 * 1024,
+        "fetch_max_bytes": 64 * 1024 * 1024,
+        "max_poll_interval_ms": 600_000,
+        "session_timeout_ms": 10_000,  # a killed member is replaced within seconds
+        "heartbeat_interval_ms": 3_000,
+    }
+    options.update(overrides)
+    return AIOKafkaConsumer(*topics, **options)
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition the Java client's default partitioner picks for a key (murmur2)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class KeyedBatchSender:
+    """Sends keyed records to one topic through per-partition record batches.
+
+    Records with the same key go to the same partition in call order, like ``producer.send``;
+    each full batch is handed to the producer at once and ``flush`` waits until every batch
+    is acknowledged, raising the first delivery error.
+    """
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str, partitions: int) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._partitions = partitions
+        self._open: dict[int, Any] = {}
+        self._full: list[tuple[int, Any]] = []
+        self._pending: list[tuple[asyncio.Future[Any], int, int]] = []
+        self.last_offsets: dict[int, int] = {}  # partition -> offset of the last record acknowledged
+        self._next_unkeyed = 0
+
+    @classmethod
+    async def for_topic(cls, producer: AIOKafkaProducer, topic: str) -> KeyedBatchSender:
+        partitions = await producer.partitions_for(topic)
+        if not partitions:
+            raise RuntimeError(f"topic {topic!r} does not exist: create it first (lab infra init)")
+        return cls(producer, topic, len(partitions))
+
+    @property
+    def partitions(self) -> int:
+        return self._partitions
+
+    def _partition_of(self, key: bytes | None) -> int:
+        if key is not None:
+            return partition_for(key, self._partitions)
+        partition = self._next_unkeyed
+        self._next_unkeyed = (self._next_unkeyed + 1) % self._partitions
+        return partition
+
+    def _append(self, key: bytes | None, value: bytes | None, headers: Headers, partition: int) -> None:
+        """Add a record to its partition's open batch; a full batch waits in ``_full`` to be shipped."""
+        batch = self._open.get(partition)
+        if batch is None:
+            batch = self._open[partition] = self._producer.create_batch()
+        if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is None:
+            self._full.append((partition, self._open.pop(partition)))
+            batch = self._open[partition] = self._producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is None:
+                raise ValueError(f"record of {len(value or b'')} bytes does not fit in an empty batch")
+
+    async def send(
+        self, key: bytes | None, value: bytes | None, headers: Headers = (), partition: int | None = None
+    ) -> None:
+        """Queue one record: to ``partition`` if given, else where the key hashes (round robin if none)."""
+        self._append(key, value, headers, self._partition_of(key) if partition is None else partition)
+        await self._ship_full()
+
+    async def send_many(
+        self,
+        keys: Sequence[bytes | None],
+        values: Sequence[bytes | None],
+        partitions: Sequence[int] | None = None,
+    ) -> None:
+        """Queue many header-less records in one synchronous pass (the hot path), then ship full batches."""
+        if partitions is None:
+            partitions = [self._partition_of(key) for key in keys]
+        for key, value, partition in zip(keys, values, partitions, strict=True):
+            self._append(key, value, (), partition)
+        await self._ship_full()
+
+    async def _ship_full(self) -> None:
+        full, self._full = self._full, []
+        for partition, batch in full:
+            await self._ship_batch(partition, batch)
+
+    async def _ship_batch(self, partition: int, batch: Any) -> None:
+        count = batch.record_count()
+        batch.close()
+        self._pending.append((await self._producer.send_batch(batch, self._topic, partition=partition), count, partition))
+
+    async def ship(self) -> None:
+        """Hand every open batch to the producer now, without waiting for acknowledgements."""
+        await self._ship_full()
+        for partition in list(self._open):
+            await self._ship_batch(partition, self._open.pop(partition))
+
+    async def flush(self) -> tuple[int, list[BaseException]]:
+        """Ship every open batch, wait for the broker, and return (records delivered, errors)."""
+        await self.ship()
+        pending, self._pending = self._pending, []
+        results = await asyncio.gather(*(future for future, _, _ in pending), return_exceptions=True)
+        delivered = 0
+        for (_, count, partition), result in zip(pending, results, strict=True):
+            if not isinstance(result, BaseException):
+                delivered += count
+                last = result.offset + count - 1
+                self.last_offsets[partition] = max(last, self.last_offsets.get(partition, -1))
+        return delivered, [result for result in results if isinstance(result, BaseException)]
+
+
+async def wait_for_kafka(settings: Settings, stop: asyncio.Event, timeout_s: float = 300.0) -> bool:
+    """Wait until the broker answers a metadata request (a service started while Kafka restarts
+    waits for it instead of crashing); False when ``stop`` was set first. Raises after ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    delay = 0.5
+    while not stop.is_set():
+        client = AIOKafkaClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
+        try:
+            await client.bootstrap()
+            return True
+        except KafkaConnectionError:
+            if loop.time() > deadline:
+                raise
+            log.warning("waiting for Kafka", bootstrap=settings.kafka_bootstrap, retry_in_s=delay)
+        finally:
+            await client.close()
+        try:
+            await asyncio.wait_for(stop.wait(), delay)
+        except TimeoutError:
+            delay = min(delay * 2, 5.0)
+    return False
+
+
+async def end_offsets(settings: Settings, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+    """The offset after the last record of each partition (committed or not)."""
+    consumer = make_consumer(settings, group_id=None)
+    await consumer.start()
+    try:
+        return await consumer.end_offsets(list(partitions))
+    finally:
+        await consumer.stop()
+
+
+async def topic_partitions(settings: Settings, topic: str) -> list[TopicPartition]:
+    """Every partition of a topic, asked of the broker (a fresh consumer has no metadata yet)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        [description] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if description.get("error_code") or not description.get("partitions"):
+        raise LookupError(f"topic {topic!r} does not exist")
+    return sorted(TopicPartition(topic, p["partition"]) for p in description["partitions"])
+
+
+async def read_to_end(
+    settings: Settings, partitions: Sequence[TopicPartition], max_records: int = 20_000,
+    start: dict[TopicPartition, int] | None = None,
+) -> AsyncIterator[list[ConsumerRecord]]:
+    """Every committed record of these partitions, from the beginning (or ``start``) to their end
+    offset now.
+
+    Positions, not record counts, say when the end is reached: transaction markers take
+    offsets too.
+    """
+    consumer = make_consumer(settings, group_id=None, isolation_level="read_committed")
+    await consumer.start()
+    try:
+        consumer.assign(list(partitions))
+        ends = await consumer.end_offsets(list(partitions))
+        await consumer.seek_to_beginning(*partitions)
+        for tp, offset in (start or {}).items():
+            consumer.seek(tp, offset)
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+            for records in (await consumer.getmany(timeout_ms=500, max_records=max_records)).values():
+                yield records
+    finally:
+        await consumer.stop()

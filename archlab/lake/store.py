@@ -1,0 +1,146 @@
+"""Lake I/O behind one small interface: MinIO through s3fs in services, a local folder offline.
+
+Objects are written whole (an S3 PUT is atomic; locally a rename is), so a reader never sees a
+half-written Parquet file and a retry with the same key simply replaces the first attempt.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from datetime import datetime
+from pathlib import Path
+
+import fsspec
+import fsspec.asyn
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import s3fs
+from fsspec.implementations.local import LocalFileSystem
+
+from archlab.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LAYERS = ("bronze", "silver", "quarantine", "gold")
+CALENDAR_SECONDS = (-62_135_596_800, 253_402_300_800)
+"""Epoch seconds of 0001-01-01T00:00Z and of 10000-01-01T00:00Z (excluded): the instants a ``dt=`` folder,
+Python and DuckDB can all hold. A Kafka timestamp is any int64 its producer chose, so it may lie outside."""
+_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000}  # int64 nanoseconds cannot leave the calendar
+
+
+class Lake:
+    """The bucket (or folder) that holds every layer; keys are relative to it."""
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, root: str) -> None:
+        self.fs = fs
+        self.root = root.rstrip("/")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Lake:
+        fs = fsspec.filesystem("s3", use_listings_cache=False, **settings.storage_options)
+        return cls(fs, settings.bucket)
+
+    @classmethod
+    def local(cls, folder: Path) -> Lake:
+        """An offline lake in a local folder, for unit tests where S3 adds nothing."""
+        folder.mkdir(parents=True, exist_ok=True)
+        return cls(LocalFileSystem(auto_mkdir=True), str(folder))
+
+    @property
+    def is_s3(self) -> bool:
+        return not isinstance(self.fs, LocalFileSystem)
+
+    def path(self, key: str) -> str:
+        return f"{self.root}/{key}"
+
+    def url(self, key: str = "") -> str:
+        """A URL DuckDB and pyarrow understand (``s3://bucket/key`` or a local path)."""
+        return f"s3://{self.path(key)}" if self.is_s3 else self.path(key)
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        if self.is_s3:
+            self.fs.pipe_file(self.path(key), data)
+            return
+        final = self.path(key)
+        temporary = f"{final}.tmp"
+        self.fs.pipe_file(temporary, data)
+        self.fs.mv(temporary, final)
+
+    def read_bytes(self, key: str) -> bytes | None:
+        try:
+            return self.fs.cat_file(self.path(key))
+        except FileNotFoundError:
+            return None
+
+    def write_json(self, key: str, document: object) -> None:
+        self.write_bytes(key, orjson.dumps(document))
+
+    def read_json(self, key: str) -> object | None:
+        data = self.read_bytes(key)
+        return None if data is None else orjson.loads(data)
+
+    def write_parquet(self, key: str, table: pa.Table) -> int:
+        """Write a table as one zstd Parquet object; returns its size in bytes."""
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer, compression="zstd")
+        data = buffer.getvalue()
+        self.write_bytes(key, data)
+        return len(data)
+
+    def read_parquet(self, key: str) -> pa.Table | None:
+        data = self.read_bytes(key)
+        return None if data is None else pq.read_table(pa.BufferReader(data))
+
+    def delete(self, keys: list[str]) -> None:
+        """Delete objects, ignoring those that are already gone."""
+        for key in keys:
+            try:
+                self.fs.rm_file(self.path(key))
+            except FileNotFoundError:
+                pass
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys of every object under a prefix (recursive), without the root."""
+        try:
+            paths = self.fs.find(self.path(prefix))
+        except FileNotFoundError:
+            return []
+        offset = len(self.root) + 1
+        return sorted(path[offset:] for path in paths)
+
+
+
+def partition_folder(layer: str, dataset: str, moment: datetime, subdir: str | None = None) -> str:
+    """Hive-style folder of a layer: ``<layer>/<dataset>[/<subdir>]/dt=YYYY-MM-DD/hour=HH``."""
+    base = f"{layer}/{dataset}" if subdir is None else f"{layer}/{dataset}/{subdir}"
+    return f"{base}/dt={moment.year:04d}-{moment:%m-%d}/hour={moment:%H}"  # %Y gives "1" for year 1
+
+
+def clamp_to_calendar(stamps: pa.Array | pa.ChunkedArray) -> tuple[pa.Array | pa.ChunkedArray, pa.Array | pa.ChunkedArray]:
+    """Timestamps moved inside ``CALENDAR_SECONDS`` (in their own unit), and which of them were outside."""
+    per_second = _PER_SECOND.get(stamps.type.unit)
+    if per_second is None:
+        return stamps, pc.and_(pc.is_valid(stamps), False)  # every value is inside
+    raw = stamps.cast(pa.int64())
+    low = pa.scalar(CALENDAR_SECONDS[0] * per_second, pa.int64())
+    high = pa.scalar(CALENDAR_SECONDS[1] * per_second - 1, pa.int64())
+    outside = pc.or_(pc.less(raw, low), pc.greater(raw, high))
+    inside = pc.min_element_wise(pc.max_element_wise(raw, low, skip_nulls=False), high, skip_nulls=False)
+    return inside.cast(stamps.type), outside
+
+
+def ensure_bucket(settings: Settings) -> bool:
+    """Create the lake bucket if it does not exist; True when it was created now."""
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **settings.storage_options)
+    try:
+        fs.mkdir(settings.bucket)
+    except FileExistsError:
+        return False
+    finally:  # now, on fsspec's loop: left to the garbage collector (or to s3fs's close_session from a
+        # thread running another loop), the running asyncio loop would try and fail
+        fsspec.asyn.sync(fs.loop, fs.s3.close)
+    log.info("created bucket %s", settings.bucket)
+    return True

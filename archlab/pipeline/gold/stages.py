@@ -1,0 +1,304 @@
+"""Silver to gold, exactly once, in two transactional stages.
+
+An exact ``count_distinct`` per window and group needs every event of that window in one place,
+but silver is partitioned by the contract key. So:
+
+1. :class:`Shuffler` reads ``<dataset>.silver`` and re-keys each record, unchanged, by its *time
+   bucket* (event time floored to the least common multiple of the aggregates' window sizes) into
+   ``<dataset>.gold-shuffle``. Every window of every aggregate lies inside one bucket, so one
+   shuffle partition owns all of a window's events. After each batch it sends every shuffle
+   partition a *watermark marker*: the highest event time it has read from each silver partition.
+2. :class:`Aggregator` reads the shuffle partitions, keeps their windows
+   (:class:`~archlab.pipeline.gold.windows.PartitionWindows`) and emits each window it touched to the compacted
+   ``<dataset>.gold`` topic, keyed ``[aggregate, window start, dimensions…]``. Its state is a
+   changelog of deltas (``<dataset>.gold-state``) written in the same transaction, checkpointed
+   after each commit in a local RocksDB (:mod:`archlab.pipeline.gold.window_store`) so a restart reads only
+   the changelog's tail.
+
+Both stages commit output and offsets in one Kafka transaction per batch
+(:mod:`archlab.streaming.transactional`), so neither doubles nor drops across ``kill -9``. The aggregation
+is a pure function of the shuffle log, so a retried batch gives the same gold records. Cost of
+the design: the live stream's current bucket sits in one shuffle partition (one aggregator works
+on it at a time); replays and backfills spread over many buckets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+from prometheus_client import Counter, Gauge
+
+from archlab.contract import Contract, quote
+from archlab.core.settings import Settings
+from archlab.kafka.clients import end_offsets, partition_for, read_to_end
+from archlab.pipeline.gold.window_store import HIGHEST, TailReplay, WindowStore, delta_state, window_key_bytes
+from archlab.pipeline.gold.windows import BatchOutcome, PartitionWindows, iso_ms
+from archlab.pipeline.silver.refine import from_wire_json
+from archlab.streaming.transactional import Fetched, TransactionalProcessor
+
+log = structlog.get_logger(__name__)
+
+MARKER_PREFIX = b"~watermark/"
+
+SHUFFLED = Counter("lab_gold_shuffled_records_total", "Silver records re-keyed by time bucket", ["dataset"])
+AGGREGATED = Counter("lab_gold_events_total", "Silver events aggregated, by timeliness", ["dataset", "aggregate", "timeliness"])
+GOLD_UPDATES = Counter("lab_gold_updates_total", "Gold records emitted", ["dataset", "aggregate"])
+OPEN_WINDOWS = Gauge("lab_gold_windows", "Windows held in memory", ["dataset"])
+WATERMARK = Gauge("lab_gold_watermark_seconds", "Event-time watermark (epoch seconds)", ["dataset"])
+
+
+def shuffle_topic(dataset: str) -> str:
+    return f"{dataset}.gold-shuffle"
+
+
+def state_topic(dataset: str) -> str:
+    return f"{dataset}.gold-state"
+
+
+def bucket_ms(contract: Contract) -> int:
+    """The time bucket that holds whole windows of every aggregate: the LCM of their sizes."""
+    return math.lcm(*(a.window_ms for a in contract.aggregates))
+
+
+def event_ms(values: list[bytes], contract: Contract) -> np.ndarray:
+    """The event time (epoch ms) of silver JSON records, reading only that field."""
+    data = b"\n".join(values)
+    table = pj.read_json(
+        pa.BufferReader(data),
+        read_options=pj.ReadOptions(block_size=len(data) + 1),
+        parse_options=pj.ParseOptions(
+            explicit_schema=pa.schema([pa.field(contract.event_time, pa.string())]),
+            unexpected_field_behavior="ignore",
+        ),
+    )
+    times = table[contract.event_time].cast(pa.timestamp("us", tz="UTC"))
+    return pc.divide(pc.cast(times, pa.int64()), 1000).to_numpy(zero_copy_only=False)
+
+
+def with_aggregates(contracts: dict[str, Contract]) -> dict[str, Contract]:
+    return {name: contract for name, contract in contracts.items() if contract.aggregates}
+
+
+class Shuffler(TransactionalProcessor):
+    """Stage 1: silver re-keyed by time bucket, plus watermark markers; stateless."""
+
+    def __init__(
+        self, contracts: dict[str, Contract], consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
+        *, group_id: str, max_batch: int,
+    ) -> None:
+        super().__init__(consumer, producer, group_id=group_id, max_batch=max_batch)
+        self.contracts = with_aggregates(contracts)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.open_senders([shuffle_topic(name) for name in self.contracts])
+        await super().run(stop)
+
+    async def emit(self, prepared: Fetched) -> None:
+        for tp, records in prepared.items():
+            dataset = tp.topic.removesuffix(".silver")
+            contract = self.contracts[dataset]
+            sender = self.senders[shuffle_topic(dataset)]
+            times = event_ms([r.value for r in records], contract)
+            size = bucket_ms(contract)
+            buckets = times // size * size
+            labels = {int(b): iso_ms(int(b)).encode() for b in np.unique(buckets)}
+            partitions = {b: partition_for(label, sender.partitions) for b, label in labels.items()}
+            keys = [labels[b] for b in buckets.tolist()]
+            await sender.send_many(keys, [r.value for r in records], [partitions[b] for b in buckets.tolist()])
+            marker = orjson.dumps({"silver_partition": tp.partition, "highest_event_ms": int(times.max())})
+            for partition in range(sender.partitions):
+                await sender.send(MARKER_PREFIX + str(tp.partition).encode(), marker, partition=partition)
+            SHUFFLED.labels(dataset).inc(len(records))
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """One shuffle partition's batch, aggregated (state already advanced), ready to be written."""
+
+    tp: TopicPartition
+    dataset: str
+    outcome: BatchOutcome
+    revision: int
+    first_kafka_ms: int
+
+
+class Aggregator(TransactionalProcessor):
+    """Stage 2: the windows of the shuffle partitions it owns; emits gold and state deltas."""
+
+    def __init__(
+        self, settings: Settings, contracts: dict[str, Contract], consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer, *, group_id: str, max_batch: int, state_dir: Path,
+    ) -> None:
+        super().__init__(consumer, producer, group_id=group_id, max_batch=max_batch)
+        self.settings = settings
+        self.contracts = with_aggregates(contracts)
+        self.partitions: dict[TopicPartition, PartitionWindows] = {}
+        self.store = WindowStore(state_dir)
+        self._unsaved: list[_Prepared] = []  # emitted in the open transaction, saved once it commits
+        self.silver_partitions: dict[str, int] = {}
+        self.con = duckdb.connect(config={"threads": 1})
+        self.con.execute("SET TimeZone = 'UTC'")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        for name in self.contracts:
+            await self.open_senders([f"{name}.gold", state_topic(name), f"{name}.dq"])
+        await super().run(stop)
+
+    def _windows(self, tp: TopicPartition) -> PartitionWindows:
+        dataset = tp.topic.removesuffix(".gold-shuffle")
+        return self.partitions.setdefault(
+            tp, PartitionWindows(self.contracts[dataset], self.silver_partitions[dataset])
+        )
+
+    async def restore(self, tp: TopicPartition) -> None:
+        """Rebuild a shuffle partition's windows: the local checkpoint, then the state changelog
+        after it (read_committed), or all of the changelog when there is no checkpoint."""
+        dataset = tp.topic.removesuffix(".gold-shuffle")
+        if dataset not in self.silver_partitions:
+            self.silver_partitions[dataset] = len(await self.producer.partitions_for(f"{dataset}.silver"))
+        self.partitions.pop(tp, None)
+        windows = self._windows(tp)
+        checkpoint = await asyncio.to_thread(self.store.load, dataset, tp.partition, windows)
+        changelog = TopicPartition(state_topic(dataset), tp.partition)
+        if checkpoint is not None and checkpoint >= (await end_offsets(self.settings, [changelog]))[changelog]:
+            log.warning("gold checkpoint is ahead of its changelog (topics recreated?): ignored",
+                        topic=tp.topic, partition=tp.partition, checkpoint=checkpoint)
+            await asyncio.to_thread(self.store.clear, dataset, tp.partition)
+            self.partitions.pop(tp, None)
+            windows, checkpoint = self._windows(tp), None
+        start = None if checkpoint is None else {changelog: checkpoint + 1}
+        tail = TailReplay(windows)
+        async for records in read_to_end(self.settings, [changelog], start=start):
+            tail.apply(records)
+        await asyncio.to_thread(tail.finish, self.store, dataset, tp.partition)
+        log.info("gold state restored", topic=tp.topic, partition=tp.partition, windows=len(windows.windows),
+                 checkpoint=checkpoint, changelog_records_applied=tail.applied)
+
+    def forget(self, revoked: list[TopicPartition]) -> None:
+        for tp in revoked:
+            self.partitions.pop(tp, None)
+            self.store.close(tp.topic.removesuffix(".gold-shuffle"), tp.partition)
+
+    def committed(self) -> None:
+        """The transaction committed: checkpoint what it wrote to the local store."""
+        for batch in self._unsaved:
+            windows = self.partitions.get(batch.tp)
+            last = self.senders[state_topic(batch.dataset)].last_offsets.get(batch.tp.partition)
+            if windows is None or last is None:
+                continue
+            changed = {key: window for key, (window, _) in batch.outcome.touched.items()}
+            self.store.save(batch.dataset, batch.tp.partition, windows, changed, list(batch.outcome.dropped), last)
+        self._unsaved.clear()
+        for dataset in self.contracts:
+            OPEN_WINDOWS.labels(dataset).set(
+                sum(len(w.windows) for tp, w in self.partitions.items() if tp.topic.startswith(f"{dataset}."))
+            )
+
+    async def prepare(self, fetched: Fetched) -> list[_Prepared]:
+        return [await asyncio.to_thread(self._aggregate, tp, records) for tp, records in fetched.items()]
+
+    def _aggregate(self, tp: TopicPartition, records: list[ConsumerRecord]) -> _Prepared:
+        """Advance the partition's windows by one batch (the per-event watermark read in log order)."""
+        windows = self._windows(tp)
+        contract = windows.contract
+        values: list[bytes] = []
+        marks: list[int | None] = []
+        watermark = windows.watermark()
+        for record in records:
+            if record.key.startswith(MARKER_PREFIX):
+                marker = orjson.loads(record.value)
+                watermark = windows.report(marker["silver_partition"], marker["highest_event_ms"])
+            else:
+                values.append(record.value)
+                marks.append(watermark)
+        batch = from_wire_json(values, contract.gold_inputs, other_fields="ignore")  # only what aggregates read
+        batch = batch.append_column("_watermark", pa.array(marks, pa.int64()))
+        outcome = windows.apply(self.con, batch, revision=records[-1].offset)
+        return _Prepared(tp, tp.topic.removesuffix(".gold-shuffle"), outcome, records[-1].offset, records[0].timestamp)
+
+    async def emit(self, prepared: list[_Prepared]) -> None:
+        for batch in prepared:
+            await self._emit(batch)
+        self._unsaved = prepared
+
+    async def _emit(self, batch: _Prepared) -> None:
+        windows = self.partitions[batch.tp]
+        gold = self.senders[f"{batch.dataset}.gold"]
+        state = self.senders[state_topic(batch.dataset)]
+        for key, (window, change) in batch.outcome.touched.items():
+            gold_key = orjson.dumps([key[0], iso_ms(key[1]), *key[2]])
+            await gold.send(gold_key, orjson.dumps(windows.gold_value(key, window)))
+            GOLD_UPDATES.labels(batch.dataset, key[0]).inc()
+            if key in batch.outcome.dropped:
+                continue  # forgotten: its deltas are tombstoned below
+            delta_key = window_key_bytes(key) + b"@" + str(batch.revision).encode()
+            delta = delta_state(window, windows.plans[key[0]], change.new_members, key)
+            await state.send(delta_key, delta, partition=batch.tp.partition)
+            window.deltas.append(delta_key)
+        for window in batch.outcome.dropped.values():
+            for delta_key in window.deltas:
+                await state.send(delta_key, None, partition=batch.tp.partition)
+        await state.send(HIGHEST, orjson.dumps({str(p): ms for p, ms in windows.highest.items()}),
+                         partition=batch.tp.partition)
+        await self._send_lateness(batch)
+        watermark = windows.watermark()
+        if watermark is not None:
+            WATERMARK.labels(batch.dataset).set(watermark / 1000)
+
+    async def _send_lateness(self, batch: _Prepared) -> None:
+        """Per aggregate, on-time and too-late events of the batch: a ``dq`` row and a metric."""
+        minute = datetime.fromtimestamp(batch.first_kafka_ms // 60_000 * 60, UTC).isoformat().replace("+00:00", "Z")
+        for aggregate, on_time in batch.outcome.on_time.items():
+            late = batch.outcome.late.get(aggregate, 0)
+            AGGREGATED.labels(batch.dataset, aggregate, "on_time").inc(on_time)
+            AGGREGATED.labels(batch.dataset, aggregate, "late").inc(late)
+            if not late and not on_time:
+                continue
+            rule = f"late_beyond_grace.{aggregate}"
+            row = {"dataset": batch.dataset, "minute": minute, "rule": rule, "passed": on_time, "failed": late,
+                   "warned": 0, "records": on_time + late}
+            await self.senders[f"{batch.dataset}.dq"].send(rule.encode(), orjson.dumps(row))
+
+
+class GoldEncoder:
+    """``<dataset>.gold`` to ``gold/<dataset>/<aggregate>/`` by window start."""
+
+    layer = "gold"
+    subdir_column = "aggregate"
+
+    def __init__(self, contracts: dict[str, Contract]) -> None:
+        self._contracts = contracts
+
+    def dataset_of(self, topic: str) -> str:
+        return topic.removesuffix(".gold")
+
+    def time_column(self, dataset: str) -> str:
+        return "window_start"
+
+    def encode(self, records: list[ConsumerRecord]) -> pa.Table:
+        contract = self._contracts[self.dataset_of(records[0].topic)]
+        return from_wire_json([r.value for r in records], contract.gold_schema)
+
+
+def latest_gold_sql(contract: Contract, aggregate: str, source: str) -> str:
+    """DuckDB SQL for the latest value of every key of one aggregate, over gold rows in ``source``."""
+    dims = [quote(d) for d in contract.aggregate(aggregate).group_by]
+    keys = ", ".join(["window_start", *dims])
+    return (
+        f"SELECT * FROM {source} WHERE aggregate = $aggregate "
+        f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY revision DESC) = 1"
+    )
+

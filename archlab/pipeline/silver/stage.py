@@ -1,0 +1,241 @@
+"""Raw to silver + quarantine, exactly once: one Kafka transaction per consumed batch.
+
+Each batch of raw records is refined by the contract (vectorised, :mod:`archlab.pipeline.silver.refine`), its
+valid rows de-duplicated, and then, inside ONE transaction (:mod:`archlab.streaming.transactional`): valid
+rows go to ``<dataset>.silver``, invalid ones to ``<dataset>.quarantine``, the new
+de-duplication keys to the changelog, the batch's quality counts to ``<dataset>.dq``, and the
+consumed offsets to the consumer group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+from prometheus_client import Counter, Gauge, Histogram
+
+from archlab.contract import Contract
+from archlab.core.settings import Settings
+from archlab.kafka.clients import partition_for
+from archlab.lake.store import CALENDAR_SECONDS
+from archlab.pipeline.silver.dedup import DedupState, changelog_topic, encode_event_ms, read_changelog
+from archlab.pipeline.silver.refine import (
+    RAW_SCHEMA,
+    Refiner,
+    RefineResult,
+    RuleOutcome,
+    quarantine_json,
+    silver_json,
+)
+from archlab.streaming.transactional import Fetched, TransactionalProcessor
+
+log = structlog.get_logger(__name__)
+
+REFINED = Counter("lab_refined_records_total", "Raw records refined, by outcome", ["dataset", "outcome"])
+RULE_OUTCOMES = Counter("lab_dq_rule_total", "Quality checks per rule, by outcome", ["dataset", "rule", "outcome"])
+BATCH_SECONDS = Histogram("lab_silver_emit_seconds", "De-duplicating and queueing one refined batch", ["dataset"])
+DEDUP_KEYS = Gauge("lab_dedup_keys", "De-duplication keys held in memory")
+
+def raw_table(records: Sequence[ConsumerRecord]) -> pa.Table:
+    """The raw records of a batch (any partitions of one topic) as the refiner's input table."""
+    return pa.Table.from_arrays(
+        [
+            pa.array([r.partition for r in records], pa.int32()),
+            pa.array([r.offset for r in records], pa.int64()),
+            pa.array([r.key for r in records], pa.binary()),
+            pa.array([r.value for r in records], pa.binary()),
+            pa.array([r.timestamp for r in records], pa.timestamp("ms", tz="UTC")),
+        ],
+        schema=RAW_SCHEMA,
+    )
+
+
+def _coordinates(partition: pa.ChunkedArray | pa.Array, offset: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """One int64 per (partition, offset): partition in the high bits."""
+    return pc.add(pc.shift_left(pc.cast(partition, pa.int64()), 44), pc.cast(offset, pa.int64()))
+
+
+def dedup_keys(valid: pa.Table, contract: Contract) -> list[bytes]:
+    """The de-duplication key of every valid row, its fields joined by ``|``."""
+    columns = [pc.cast(valid[name], pa.string()) for name in contract.dedup.key]
+    joined = columns[0] if len(columns) == 1 else pc.binary_join_element_wise(*columns, "|")
+    return [value.encode() for value in pc.fill_null(joined, "").to_pylist()]
+
+
+def kafka_keys(table: pa.Table, contract: Contract) -> list[bytes | None]:
+    """The Kafka key of every silver row: the contract key fields joined by ``|``."""
+    columns = [pc.cast(table[name], pa.string()) for name in contract.key]
+    joined = columns[0] if len(columns) == 1 else pc.binary_join_element_wise(*columns, "|")
+    return [None if value is None else value.encode() for value in joined.to_pylist()]
+
+
+@dataclass(frozen=True, slots=True)
+class _Refined:
+    """A fetched batch, refined, ready for its transaction."""
+
+    topics: list[tuple[str, list[ConsumerRecord], pa.Table, RefineResult]]
+
+
+class SilverRefiner(TransactionalProcessor):
+    """Consume raw, refine, de-duplicate and produce the outcome transactionally, batch by batch."""
+
+    prepare_ahead = True  # refining reads only the batch and the contract; de-duplication is in emit
+
+    def __init__(
+        self,
+        settings: Settings,
+        contracts: dict[str, Contract],
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        *,
+        group_id: str,
+        max_batch: int = 5_000,
+    ) -> None:
+        super().__init__(consumer, producer, group_id=group_id, max_batch=max_batch)
+        self.settings = settings
+        self.contracts = contracts
+        self.refiners = {name: Refiner(contract, settings.contracts_dir) for name, contract in contracts.items()}
+        self.dedup = {
+            f"{name}.raw": DedupState(int(contract.dedup.horizon.total_seconds() * 1000))
+            for name, contract in contracts.items()
+        }
+        self._raw_partitions: dict[str, int] = {}
+
+    def dedup_for(self, raw_topic: str) -> DedupState:
+        return self.dedup[raw_topic]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        for name in self.contracts:
+            await self.open_senders([f"{name}.silver", f"{name}.quarantine", changelog_topic(name), f"{name}.dq"])
+            self._raw_partitions[f"{name}.raw"] = len(await self.producer.partitions_for(f"{name}.raw"))
+        await super().run(stop)
+
+    def forget(self, revoked: list[TopicPartition]) -> None:
+        for tp in revoked:
+            self.dedup_for(tp.topic).drop(tp)
+
+    async def restore(self, tp: TopicPartition) -> None:
+        entries = await read_changelog(self.settings, tp.topic.removesuffix(".raw"), tp.partition)
+        self.dedup_for(tp.topic).restore(tp, entries)
+
+    def committed(self) -> None:
+        DEDUP_KEYS.set(sum(state.size() for state in self.dedup.values()))
+
+    async def prepare(self, fetched: Fetched) -> _Refined:
+        """Refine each dataset's share of a batch in one vectorised pass, off the event loop."""
+        by_topic: dict[str, list[ConsumerRecord]] = {}
+        for tp, records in fetched.items():
+            by_topic.setdefault(tp.topic, []).extend(records)
+        topics = []
+        for topic, records in by_topic.items():
+            raw = raw_table(records)
+            result = await asyncio.to_thread(self.refiners[topic.removesuffix(".raw")].refine, raw)
+            topics.append((topic, records, raw, result))
+        return _Refined(topics)
+
+    async def emit(self, prepared: _Refined) -> None:
+        """De-duplicate each dataset's refined rows and queue its outputs."""
+        for topic, records, raw, result in prepared.topics:
+            await self._emit(topic, records, raw, result)
+
+    async def _emit(self, topic: str, records: list[ConsumerRecord], raw: pa.Table, result: RefineResult) -> None:
+        """De-duplicate one dataset's refined rows and queue silver, quarantine, changelog and dq."""
+        dataset = topic.removesuffix(".raw")
+        contract = self.contracts[dataset]
+        started = time.perf_counter()
+
+        valid = result.valid
+        keys = dedup_keys(valid, contract)
+        as_ms = pc.cast(valid[contract.event_time], pa.timestamp("ms", tz="UTC"), safe=False)  # drops sub-ms digits
+        event_ms = pc.cast(as_ms, pa.int64()).to_pylist()
+        partitions = valid["_source_partition"].to_pylist()
+        first = self.dedup_for(topic).first_seen(topic, partitions, keys, event_ms)
+        duplicates = first.count(False)
+        if duplicates:
+            valid = valid.filter(pa.array(first, pa.bool_()))
+
+        silver = self.senders[f"{dataset}.silver"]
+        keys_out = kafka_keys(valid, contract)
+        await silver.send_many(keys_out, silver_json(valid), self._silver_partitions(topic, valid, raw, keys_out))
+
+        invalid = result.invalid
+        if invalid.num_rows:
+            quarantine = self.senders[f"{dataset}.quarantine"]
+            rows = pc.index_in(_coordinates(invalid["source_partition"], invalid["source_offset"]),
+                               value_set=_coordinates(raw["partition"], raw["offset"]))
+            keys_of_invalid = raw["key"].take(rows).to_pylist()
+            same_layout = quarantine.partitions == self._raw_partitions[topic]
+            await quarantine.send_many(keys_of_invalid, quarantine_json(invalid),
+                                       invalid["source_partition"].to_pylist() if same_layout else None)
+
+        new_rows = [(p, k, ms) for p, k, ms, is_new in zip(partitions, keys, event_ms, first) if is_new]
+        if new_rows:
+            changelog_partitions, changelog_keys, new_event_ms = map(list, zip(*new_rows))
+            await self.senders[changelog_topic(dataset)].send_many(
+                changelog_keys, encode_event_ms(new_event_ms), changelog_partitions
+            )
+        await self._send_quality(dataset, records, result.rules, duplicates)
+
+        REFINED.labels(dataset, "silver").inc(valid.num_rows)
+        REFINED.labels(dataset, "quarantine").inc(result.invalid.num_rows)
+        REFINED.labels(dataset, "duplicate").inc(duplicates)
+        BATCH_SECONDS.labels(dataset).observe(time.perf_counter() - started)
+
+    def _silver_partitions(
+        self, topic: str, valid: pa.Table, raw: pa.Table, keys: list[bytes | None]
+    ) -> list[int] | None:
+        """Where each silver record goes: where its key hashes. A row whose raw record carried the
+        same key into a topic of as many partitions is already there, so only the others are hashed."""
+        silver = self.senders[f"{topic.removesuffix('.raw')}.silver"]
+        if silver.partitions != self._raw_partitions[topic]:
+            return None
+        rows = pc.index_in(_coordinates(valid["_source_partition"], valid["_source_offset"]),
+                           value_set=_coordinates(raw["partition"], raw["offset"]))
+        raw_keys = raw["key"].take(rows).to_pylist()
+        return [
+            source if key is None or key == raw_key else partition_for(key, silver.partitions)
+            for source, key, raw_key in zip(valid["_source_partition"].to_pylist(), keys, raw_keys, strict=True)
+        ]
+
+    async def _send_quality(
+        self, dataset: str, records: list[ConsumerRecord], rules: dict[str, RuleOutcome], duplicates: int
+    ) -> None:
+        """One ``dq`` row per check for this batch, stamped with the minute its first record arrived.
+
+        ``failed`` counts a check's failures (a row failing three checks counts in each of them).
+        """
+        first = min(max(records[0].timestamp // 60_000 * 60, CALENDAR_SECONDS[0]), CALENDAR_SECONDS[1] - 60)
+        minute = datetime.fromtimestamp(first, UTC).isoformat().replace("+00:00", "Z")
+        sender = self.senders[f"{dataset}.dq"]
+        rows = {name: (o.passed, o.failed, o.warned) for name, o in rules.items()}
+        rows["duplicates"] = (0, duplicates, 0)
+        for rule, (passed, failed, warned) in sorted(rows.items()):
+            for outcome, count in (("passed", passed), ("failed", failed), ("warned", warned)):
+                if count:
+                    RULE_OUTCOMES.labels(dataset, rule, outcome).inc(count)
+            value = orjson.dumps({"dataset": dataset, "minute": minute, "rule": rule, "passed": passed,
+                                  "failed": failed, "warned": warned, "records": len(records)})
+            await sender.send(rule.encode(), value)
+
+
+DQ_SCHEMA = pa.schema(
+    [
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("minute", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("rule", pa.string(), nullable=False),
+        pa.field("passed", pa.int64(), nullable=False),
+        pa.field("failed", pa.int64(), nullable=False),
+        pa.field("warned", pa.int64(), nullable=False),
+        pa.field("records", pa.int64(), nullable=False),
+    ]
+)
+

@@ -1,0 +1,149 @@
+"""Follows every dataset's gold topic so that an update is served within moments, not after the
+next lake flush: each record goes into the dataset's :class:`GoldView` and to the open SSE streams.
+
+No consumer group: every API instance reads every partition itself and commits nothing. On start it
+goes back ``LAB_API_LIVE_LOOKBACK_S`` on the topic, which covers what the lake may not hold yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import structlog
+from aiokafka import TopicPartition
+from prometheus_client import Gauge
+
+from archlab.kafka.clients import make_consumer, topic_partitions
+from archlab.serving.api.settings import ApiSettings
+from archlab.serving.api.store import GoldView
+
+log = structlog.get_logger("api.live")
+
+LIVE_DELAY = Gauge("lab_api_live_delay_seconds", "Age of the newest gold update when it was read", ["dataset"])
+SUBSCRIBERS = Gauge("lab_api_stream_subscribers", "Open Server-Sent Event streams")
+QUEUE_SIZE = 1000
+"""Updates buffered per stream; a client that falls this far behind loses the oldest ones."""
+
+
+def item_of(row: dict[str, Any], group_by: list[str], measures: list[str]) -> dict[str, Any]:
+    """A gold topic value in the shape the aggregates endpoint returns a window."""
+    return {
+        "window_start": row["window_start"], "window_end": row["window_end"],
+        "dimensions": {d: row.get(d) for d in group_by},
+        "measures": {m: row.get(m) for m in measures},
+        "events": row.get("events"), "late_events": row.get("late_events"), "final": row.get("final"),
+        "revision": row.get("revision"), "watermark": row.get("watermark"),
+    }
+
+
+class Subscription:
+    """One open stream's queue of gold updates, registered with the hub from its creation on."""
+
+    def __init__(self, hub: Hub, key: tuple[str, str]) -> None:
+        self._hub = hub
+        self._key = key
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE_SIZE)
+
+    async def updates(self) -> AsyncIterator[dict[str, Any]]:
+        """Every update from the subscription on, until the hub closes."""
+        while (row := await self.queue.get()) is not None:
+            yield row
+
+    def close(self) -> None:
+        self._hub.drop(self._key, self)
+
+
+class Hub:
+    """Fans gold updates out to the streams that want them (per dataset and aggregate)."""
+
+    def __init__(self) -> None:
+        self._subscriptions: dict[tuple[str, str], set[Subscription]] = {}
+
+    def subscribe(self, dataset: str, aggregate: str) -> Subscription:
+        key = (dataset, aggregate)
+        subscription = Subscription(self, key)
+        self._subscriptions.setdefault(key, set()).add(subscription)
+        SUBSCRIBERS.inc()
+        return subscription
+
+    def drop(self, key: tuple[str, str], subscription: Subscription) -> None:
+        if subscription in self._subscriptions.get(key, set()):
+            self._subscriptions[key].discard(subscription)
+            SUBSCRIBERS.dec()
+
+    def publish(self, dataset: str, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            for subscription in self._subscriptions.get((dataset, row.get("aggregate", "")), ()):
+                _put(subscription.queue, row)
+
+    def close(self) -> None:
+        """End every open stream (the server is stopping)."""
+        for subscriptions in self._subscriptions.values():
+            for subscription in subscriptions:
+                _put(subscription.queue, None)
+
+
+def _put(queue: asyncio.Queue[dict[str, Any] | None], item: dict[str, Any] | None) -> None:
+    """Enqueue without blocking: a full queue drops its oldest update."""
+    if queue.full():
+        queue.get_nowait()
+    queue.put_nowait(item)
+
+
+class GoldFollower:
+    """Reads the gold topics of every dataset and feeds the views and the hub."""
+
+    def __init__(self, settings: ApiSettings, views: dict[str, GoldView], hub: Hub) -> None:
+        self._settings = settings
+        self._views = views
+        self._hub = hub
+        self.ready = asyncio.Event()
+
+    async def run(self) -> None:
+        consumer = make_consumer(self._settings, group_id=None, isolation_level="read_committed",
+                                 fetch_max_wait_ms=100)
+        await consumer.start()
+        try:
+            partitions: list[TopicPartition] = []
+            for dataset in self._views:
+                partitions += await topic_partitions(self._settings, f"{dataset}.gold")
+            consumer.assign(partitions)
+            await self._seek_back(consumer, partitions)
+            self.ready.set()
+            log.info("following gold topics", partitions=len(partitions))
+            while True:
+                batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+                for tp, records in batches.items():
+                    self._take(tp.topic.removesuffix(".gold"), records)
+        finally:
+            await consumer.stop()
+
+    async def _seek_back(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        since = int((time.time() - self._settings.api_live_lookback_s) * 1000)
+        offsets = await consumer.offsets_for_times({tp: since for tp in partitions})
+        ends = await consumer.end_offsets(partitions)
+        for tp in partitions:
+            found = offsets.get(tp)
+            consumer.seek(tp, found.offset if found is not None else ends[tp])
+
+    def _take(self, dataset: str, records: list[Any]) -> None:
+        rows = []
+        for record in records:
+            if record.value is None:  # a tombstone: compaction's business, not a window update
+                continue
+            try:
+                row = orjson.loads(record.value)
+            except orjson.JSONDecodeError:
+                log.warning("gold record is not JSON", topic=record.topic, offset=record.offset)
+                continue
+            if isinstance(row, dict) and "aggregate" in row and "window_start" in row:
+                rows.append(row)
+        if not rows:
+            return
+        LIVE_DELAY.labels(dataset).set(max(0.0, time.time() - records[-1].timestamp / 1000))
+        self._views[dataset].apply(rows)
+        self._hub.publish(dataset, rows)

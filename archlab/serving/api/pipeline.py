@@ -1,0 +1,179 @@
+"""Pipeline health, sampled in the background so that ``GET /v1/pipeline`` answers at once.
+
+Every ``LAB_API_PIPELINE_POLL_S`` the monitor asks the broker for each consumer group that has
+committed offsets on a dataset topic (lag = end offset - committed offset, events/s = how fast
+the committed offsets moved since the previous sample), for each topic's end offsets, and lists
+each lake layer for its newest object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from archlab.kafka.clients import make_consumer
+from archlab.lake.store import Lake
+from archlab.serving.api.settings import ApiSettings
+
+log = structlog.get_logger("api.pipeline")
+
+LAKE_LAYERS = ("bronze", "silver", "quarantine", "dq", "gold")
+EMPTY_PIPELINE: dict[str, Any] = {"sampled_at": None, "health": "unknown", "services": [], "topics": [], "lake": []}
+"""The report before the first sample."""
+
+
+def layer_of(topic: str) -> str:
+    """``orders.silver`` -> ``silver``."""
+    return topic.rsplit(".", 1)[-1]
+
+
+def service_of(group: str, prefixes: list[str]) -> str:
+    """The service a consumer group belongs to: the longest configured prefix it starts with."""
+    matches = [p for p in prefixes if group == p or group.startswith(p)]
+    return max(matches, key=len) if matches else group
+
+
+def health_of(lag: int, rate: float | None, partitions: int) -> str:
+    """``ok`` has read everything or is moving; ``stalled`` has lag and did not move since the
+    previous sample (its service is down or stuck); ``unknown`` until there are two samples.
+
+    A transactional topic ends with a commit marker that takes an offset but is never consumed,
+    so a lag of at most one per partition counts as caught up."""
+    if lag <= partitions:
+        return "ok"
+    if rate is None:
+        return "unknown"
+    return "ok" if rate > 0 else "stalled"
+
+
+@dataclass
+class _Previous:
+    at: float
+    committed: dict[tuple[str, str], int] = field(default_factory=dict)  # (group, topic) -> sum of offsets
+    ends: dict[str, int] = field(default_factory=dict)  # topic -> sum of end offsets
+
+
+class PipelineMonitor:
+    """Samples consumer groups, topics and lake layers; ``latest`` is the newest report."""
+
+    def __init__(self, settings: ApiSettings, lake: Lake) -> None:
+        self._settings = settings
+        self._lake = lake
+        self._prefixes = [p.strip() for p in settings.api_service_groups.split(",") if p.strip()]
+        self._topics = {f"{d}.{layer}" for d in settings.datasets
+                        for layer in ("raw", "silver", "quarantine", "dq", "gold", "gold-shuffle")}
+        self._previous: _Previous | None = None
+        self.latest: dict[str, Any] = EMPTY_PIPELINE
+
+    async def run(self) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._settings.kafka_bootstrap, request_timeout_ms=10_000)
+        consumer = make_consumer(self._settings, group_id=None)
+        await admin.start()
+        await consumer.start()
+        try:
+            while True:
+                try:
+                    self.latest = await self._sample(admin, consumer)
+                except Exception as exc:  # a broker or S3 hiccup: report it, keep the last sample, retry
+                    log.warning("pipeline sample failed", error=repr(exc))
+                    self.latest = {**self.latest, "health": "unknown"}
+                await asyncio.sleep(self._settings.api_pipeline_poll_s)
+        finally:
+            await consumer.stop()
+            await admin.close()
+
+    async def _sample(self, admin: AIOKafkaAdminClient, consumer: Any) -> dict[str, Any]:
+        now = time.monotonic()
+        described = await admin.describe_topics(sorted(self._topics))
+        partitions = [TopicPartition(d["topic"], p["partition"])
+                      for d in described if not d.get("error_code") for p in d["partitions"]]
+        ends_by_tp = await consumer.end_offsets(partitions) if partitions else {}
+        ends: dict[str, int] = {}
+        for tp, end in ends_by_tp.items():
+            ends[tp.topic] = ends.get(tp.topic, 0) + end
+        groups = await self._groups(admin)
+        previous = self._previous
+        elapsed = now - previous.at if previous else 0.0
+        committed_now: dict[tuple[str, str], int] = {}
+        services: dict[str, list[dict[str, Any]]] = {}
+        for group, offsets in sorted(groups.items()):
+            topics = []
+            for topic in sorted({tp.topic for tp in offsets}):
+                tps = [tp for tp in offsets if tp.topic == topic]
+                committed = sum(offsets[tp] for tp in tps)
+                lag = sum(max(0, ends_by_tp.get(tp, 0) - offsets[tp]) for tp in tps)
+                committed_now[(group, topic)] = committed
+                before = previous.committed.get((group, topic)) if previous else None
+                rate = round((committed - before) / elapsed, 1) if before is not None and elapsed > 0 else None
+                topics.append({"topic": topic, "layer": layer_of(topic), "committed": committed, "lag": lag,
+                               "events_per_s": rate})
+            lag = sum(t["lag"] for t in topics)
+            rates = [t["events_per_s"] for t in topics if t["events_per_s"] is not None]
+            rate = round(sum(rates), 1) if rates else None
+            services.setdefault(service_of(group, self._prefixes), []).append({
+                "group": group, "lag": lag, "events_per_s": rate, "health": health_of(lag, rate, len(offsets)), "topics": topics,
+            })
+        topic_rows = []
+        for topic in sorted(ends):
+            before = previous.ends.get(topic) if previous else None
+            rate = round((ends[topic] - before) / elapsed, 1) if before is not None and elapsed > 0 else None
+            topic_rows.append({"topic": topic, "dataset": topic.rsplit(".", 1)[0], "layer": layer_of(topic),
+                               "end_offset": ends[topic], "events_per_s": rate})
+        self._previous = _Previous(now, committed_now, ends)
+        lake = await asyncio.to_thread(self._lake_objects)
+        service_rows = [{"service": name, "health": _worst(g["health"] for g in rows), "groups": rows}
+                        for name, rows in sorted(services.items())]
+        return {
+            "sampled_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "health": _worst(s["health"] for s in service_rows) if service_rows else "unknown",
+            "services": service_rows, "topics": topic_rows, "lake": lake,
+        }
+
+    async def _groups(self, admin: AIOKafkaAdminClient) -> dict[str, dict[TopicPartition, int]]:
+        """Groups that committed offsets on a dataset topic, with their committed offset per partition.
+
+        (Group membership is not asked: aiokafka's DescribeGroups fails to decode some of Kafka 4's
+        answers, so health is told by lag and progress alone.)"""
+        found: dict[str, dict[TopicPartition, int]] = {}
+        for group, _ in await admin.list_consumer_groups():
+            offsets = await admin.list_consumer_group_offsets(group)
+            mine = {tp: meta.offset for tp, meta in offsets.items() if tp.topic in self._topics and meta.offset >= 0}
+            if mine:
+                found[group] = mine
+        return found
+
+    def _lake_objects(self) -> list[dict[str, Any]]:
+        """Per dataset and layer: how many objects, and the newest one (key, size, time)."""
+        rows = []
+        for dataset in self._settings.datasets:
+            for layer in LAKE_LAYERS:
+                try:
+                    found = self._lake.fs.find(self._lake.path(f"{layer}/{dataset}"), detail=True)
+                except FileNotFoundError:
+                    found = {}
+                objects = {p: i for p, i in found.items() if p.endswith(".parquet")}
+                row: dict[str, Any] = {"dataset": dataset, "layer": layer, "objects": len(objects),
+                                       "last_object": None, "last_modified": None, "bytes": None}
+                if objects:
+                    path, info = max(objects.items(), key=lambda item: item[1]["LastModified"])
+                    modified: datetime = info["LastModified"]
+                    row.update(last_object=path.removeprefix(self._lake.root + "/"), bytes=int(info["size"]),
+                               last_modified=modified.astimezone(UTC).isoformat(timespec="milliseconds")
+                               .replace("+00:00", "Z"))
+                rows.append(row)
+        return rows
+
+
+_ORDER = ("stalled", "unknown", "ok")
+
+
+def _worst(healths: Any) -> str:
+    values = list(healths)
+    return min(values, key=_ORDER.index) if values else "unknown"

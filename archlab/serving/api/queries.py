@@ -1,0 +1,234 @@
+"""The API's read queries. Every one is DuckDB SQL whose identifiers come from the contract and whose
+values are bound parameters: nothing a request sends is pasted into SQL."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from archlab.contract import Aggregate, Contract, Measure, quote
+from archlab.lake.query import connect, layer_glob
+from archlab.lake.store import Lake
+from archlab.serving.api.store import KEY_COLUMN, SQL, GoldView, iso, json_value
+
+ADDITIVE = ("count", "sum", "count_if")
+"""Measures whose value over several groups is the sum of the groups' values."""
+
+
+class BadCursor(ValueError):
+    """A pagination cursor this API did not hand out."""
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    """Half-open ``[start, end)`` on window start (or arrival time); None is unbounded."""
+
+    start: datetime | None
+    end: datetime | None
+
+
+def encode_cursor(window_start_ms: int, key: str) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([window_start_ms, key])).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        millis, key = orjson.loads(raw)
+        if not isinstance(millis, int) or not isinstance(key, str):
+            raise TypeError
+        return datetime.fromtimestamp(millis / 1000, tz=UTC), key
+    except (ValueError, TypeError, OverflowError, OSError) as exc:
+        raise BadCursor("not a cursor returned by this endpoint") from exc
+
+
+def windows(
+    view: GoldView, aggregate: Aggregate, period: TimeRange, filters: dict[str, str], limit: int, cursor: str | None
+) -> dict[str, Any]:
+    """A page of windows (latest value per key), ordered by window start then dimension values."""
+    table = view.snapshot.table(aggregate.name)
+    result: dict[str, Any] = {"dataset": view.contract.dataset, "aggregate": aggregate.name,
+                              "dimensions": list(aggregate.group_by),
+                              "measures": [m.name for m in aggregate.measures], "items": [], "next_cursor": None}
+    if table is None or table.num_rows == 0:
+        return result
+    where, params = _range_filter("window_start", period)
+    for dimension, value in filters.items():
+        where.append(f"CAST({quote(dimension)} AS VARCHAR) = ?")
+        params.append(value)
+    if cursor is not None:
+        after, key = decode_cursor(cursor)
+        where.append(f"(window_start > ? OR (window_start = ? AND {KEY_COLUMN} > ?))")
+        params += [after, after, key]
+    schema = table.schema
+    measures = [m.name for m in aggregate.measures]
+    select = [iso("window_start"), iso("window_end"),
+              *(json_value(c, schema.field(c).type) for c in [*aggregate.group_by, *measures]),
+              "events", "late_events", "final", "revision", iso("watermark"),
+              "epoch_ms(window_start)", KEY_COLUMN]
+    sql = (f"SELECT {', '.join(select)} FROM snap {_where(where)} "
+           f"ORDER BY window_start, {KEY_COLUMN} LIMIT ?")
+    rows = SQL.query(sql, [*params, limit + 1], snap=table)
+    dims, n_dims = aggregate.group_by, len(aggregate.group_by)
+    items = []
+    for row in rows[:limit]:
+        values = row[2:2 + n_dims + len(measures)]
+        rest = row[2 + n_dims + len(measures):]
+        items.append({
+            "window_start": row[0], "window_end": row[1],
+            "dimensions": dict(zip(dims, values[:n_dims], strict=True)),
+            "measures": dict(zip(measures, values[n_dims:], strict=True)),
+            "events": rest[0], "late_events": rest[1], "final": rest[2], "revision": rest[3], "watermark": rest[4],
+        })
+    result["items"] = items
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        result["next_cursor"] = encode_cursor(last[-2], last[-1])
+    return result
+
+
+def _range_filter(column: str, period: TimeRange) -> tuple[list[str], list[Any]]:
+    where, params = [], []
+    if period.start is not None:
+        where.append(f"{quote(column)} >= ?")
+        params.append(period.start)
+    if period.end is not None:
+        where.append(f"{quote(column)} < ?")
+        params.append(period.end)
+    return where, params
+
+
+def _where(conditions: list[str]) -> str:
+    return f"WHERE {' AND '.join(conditions)}" if conditions else ""
+
+
+# ---------------------------------------------------------------------------------------------- KPIs
+def headline_aggregate(contract: Contract, window: timedelta) -> Aggregate | None:
+    """The aggregate of this window size with the fewest dimensions (its figures need the least combining)."""
+    candidates = [a for a in contract.aggregates if a.window == window]
+    return min(candidates, key=lambda a: len(a.group_by)) if candidates else None
+
+
+def headline_measures(aggregate: Aggregate) -> list[Measure]:
+    """Measures that can be told for the whole dataset from this aggregate: all of them when it has no
+    dimensions; otherwise only those whose groups combine exactly (sums, counts, min, max)."""
+    if not aggregate.group_by:
+        return list(aggregate.measures)
+    return [m for m in aggregate.measures if m.fn in (*ADDITIVE, "min", "max")]
+
+
+def _combine(measure: Measure, grouped: bool) -> str:
+    column = quote(measure.name)
+    if not grouped:
+        return f"any_value({column})"
+    return {"min": f"min({column})", "max": f"max({column})"}.get(measure.fn, f"sum({column})")
+
+
+def kpis(view: GoldView) -> dict[str, Any]:
+    """Headline figures of the latest minute and hour windows in the data, against the window before.
+
+    "Latest" is the newest window present, not the wall clock: replayed historical data has KPIs too.
+    """
+    periods = []
+    for label, window in (("minute", timedelta(minutes=1)), ("hour", timedelta(hours=1))):
+        aggregate = headline_aggregate(view.contract, window)
+        if aggregate is None:
+            continue
+        periods.append(_period(view, label, aggregate))
+    return {"dataset": view.contract.dataset, "periods": periods}
+
+
+def _period(view: GoldView, label: str, aggregate: Aggregate) -> dict[str, Any]:
+    measures = headline_measures(aggregate)
+    out: dict[str, Any] = {"period": label, "aggregate": aggregate.name, "window_start": None, "window_end": None,
+                           "previous_window_start": None, "final": None, "figures": []}
+    table = view.snapshot.table(aggregate.name)
+    if table is None or table.num_rows == 0:
+        return out
+    grouped = bool(aggregate.group_by)
+    combined = [f"{_combine(m, grouped)} AS {quote(m.name)}" for m in measures]
+    sql = (f"WITH latest AS (SELECT max(window_start) AS ws FROM snap) "
+           f"SELECT window_start = (SELECT ws FROM latest) AS is_current, {iso('window_start')}, "
+           f"{iso('window_end')}, bool_and(final), sum(events) AS events, {', '.join(combined)} "
+           f"FROM snap WHERE window_start = (SELECT ws FROM latest) "
+           f"OR window_start = (SELECT ws FROM latest) - ?::INTERVAL GROUP BY window_start, window_end")
+    rows = SQL.query(sql, [aggregate.window], snap=table)
+    current = next(r for r in rows if r[0])
+    previous = next((r for r in rows if not r[0]), None)
+    out.update(window_start=current[1], window_end=current[2], final=current[3],
+               previous_window_start=previous[1] if previous else None)
+    names = ["events", *(m.name for m in measures)]
+    for i, name in enumerate(names):
+        value = current[4 + i]
+        before = previous[4 + i] if previous else None
+        out["figures"].append(_figure(name, value, before))
+    return out
+
+
+def _figure(name: str, value: Any, previous: Any) -> dict[str, Any]:
+    change = None if value is None or previous is None else value - previous
+    pct = None
+    if change is not None and previous:
+        pct = round(float(change) / abs(float(previous)) * 100, 2)
+    return {"name": name, "value": _jsonable(value), "previous": _jsonable(previous), "change": _jsonable(change),
+            "change_pct": pct}
+
+
+def _jsonable(value: Any) -> Any:
+    return str(value) if isinstance(value, Decimal) else value
+
+
+# ---------------------------------------------------------------------------------------------- quality
+def _has_objects(lake: Lake, layer: str, dataset: str) -> bool:
+    return any(key.endswith(".parquet") for key in lake.list(f"{layer}/{dataset}"))
+
+
+def quality(lake: Lake, dataset: str, period: TimeRange, top: int = 10) -> dict[str, Any]:
+    """Pass, fail and warn rates per rule (dq table, by arrival minute) and the most frequent
+    quarantine reasons (by arrival time), over ``period``."""
+    result: dict[str, Any] = {"dataset": dataset, "records": 0, "quarantined": 0, "quarantine_rate": None,
+                              "rules": [], "top_reasons": []}
+    con = connect(lake)
+    con.execute("SET TimeZone = 'UTC'")
+    if _has_objects(lake, "dq", dataset):
+        where, params = _range_filter("minute", period)
+        rows = con.execute(
+            f"SELECT rule, sum(passed), sum(failed), sum(warned), sum(records) "
+            f"FROM read_parquet(?, hive_partitioning=false) {_where(where)} GROUP BY rule ORDER BY rule",
+            [layer_glob(lake, "dq", dataset), *params],
+        ).fetchall()
+        for rule, passed, failed, warned, records in rows:
+            checked = passed + failed + warned
+            result["rules"].append({
+                "rule": rule, "passed": int(passed), "failed": int(failed), "warned": int(warned),
+                "pass_rate": _rate(passed, checked), "fail_rate": _rate(failed, checked),
+                "warn_rate": _rate(warned, checked),
+            })
+            if rule == "duplicates":  # a row per refined batch: its records are every raw record once
+                result["records"] = int(records)
+    if _has_objects(lake, "quarantine", dataset):
+        where, params = _range_filter("kafka_timestamp", period)
+        glob = layer_glob(lake, "quarantine", dataset)
+        quarantined = con.execute(
+            f"SELECT count(*) FROM read_parquet(?, hive_partitioning=false) {_where(where)}", [glob, *params]
+        ).fetchone()
+        result["quarantined"] = int(quarantined[0]) if quarantined else 0
+        reasons = con.execute(
+            f"SELECT reason.check, reason.field, count(*) AS n FROM ("
+            f"SELECT unnest(reasons) AS reason FROM read_parquet(?, hive_partitioning=false) {_where(where)}) "
+            f"GROUP BY ALL ORDER BY n DESC, reason.check, reason.field NULLS FIRST LIMIT ?",
+            [glob, *params, top],
+        ).fetchall()
+        result["top_reasons"] = [{"check": check, "field": field, "records": int(n)} for check, field, n in reasons]
+    con.close()
+    result["quarantine_rate"] = _rate(result["quarantined"], result["records"])
+    return result
+
+
+def _rate(part: int | float, whole: int | float) -> float | None:
+    return round(part / whole, 6) if whole else None
