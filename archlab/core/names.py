@@ -1,0 +1,111 @@
+"""Every name the pipeline gives to a topic, a consumer group or a lake path, built and parsed here only.
+
+Topics and lake folders are a naming convention between separate services; keeping that convention in
+one module (and a unit test that forbids assembling names elsewhere) means a rename cannot leave one
+service reading a topic another no longer writes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+
+class TopicKind(StrEnum):
+    """The topics of one dataset: ``<dataset>.<kind>``."""
+
+    RAW = "raw"
+    SILVER = "silver"
+    QUARANTINE = "quarantine"
+    GOLD = "gold"
+    DQ = "dq"
+    SILVER_DEDUP = "silver-dedup"  # silver_refiner's de-duplication changelog
+    GOLD_SHUFFLE = "gold-shuffle"  # gold_aggregator's silver records re-keyed by time bucket
+    GOLD_STATE = "gold-state"  # gold_aggregator's window-state changelog
+
+
+#: The lake layers, in the order a record passes them; each is a folder ``<layer>/<dataset>``.
+LAYERS: tuple[str, ...] = ("bronze", "silver", "quarantine", "dq", "gold")
+
+
+def topic(dataset: str, kind: TopicKind | str) -> str:
+    """The topic of one dataset, e.g. ``topic("orders", TopicKind.RAW) == "orders.raw"``."""
+    return f"{dataset}.{TopicKind(kind).value}"
+
+
+def raw_topic(dataset: str) -> str:
+    return topic(dataset, TopicKind.RAW)
+
+
+def silver_topic(dataset: str) -> str:
+    return topic(dataset, TopicKind.SILVER)
+
+
+def quarantine_topic(dataset: str) -> str:
+    return topic(dataset, TopicKind.QUARANTINE)
+
+
+def gold_topic(dataset: str) -> str:
+    return topic(dataset, TopicKind.GOLD)
+
+
+def dq_topic(dataset: str) -> str:
+    return topic(dataset, TopicKind.DQ)
+
+
+def dedup_topic(dataset: str) -> str:
+    return topic(dataset, TopicKind.SILVER_DEDUP)
+
+
+def gold_shuffle_topic(dataset: str) -> str:
+    return topic(dataset, TopicKind.GOLD_SHUFFLE)
+
+
+def gold_state_topic(dataset: str) -> str:
+    return topic(dataset, TopicKind.GOLD_STATE)
+
+
+def dataset_topics(dataset: str) -> list[str]:
+    """Every topic of a dataset, in ``TopicKind`` order."""
+    return [topic(dataset, kind) for kind in TopicKind]
+
+
+def parse_topic(name: str) -> tuple[str, TopicKind]:
+    """``"orders.gold-shuffle"`` → ``("orders", TopicKind.GOLD_SHUFFLE)``; ValueError for a foreign topic."""
+    dataset, dot, kind = name.rpartition(".")
+    if not dot or not dataset:
+        raise ValueError(f"{name!r} is not a dataset topic (<dataset>.<kind>)")
+    return dataset, TopicKind(kind)
+
+
+def dataset_of(name: str) -> str:
+    """The dataset a topic belongs to."""
+    return parse_topic(name)[0]
+
+
+def kind_of(name: str) -> TopicKind:
+    """The kind of a dataset topic."""
+    return parse_topic(name)[1]
+
+
+def group(service: str, *role: str) -> str:
+    """A consumer group (and transactional-id prefix): the service name, then its role, e.g. ``silver_refiner-dq-lake``."""
+    return "-".join((service, *role))
+
+
+def table_path(layer: str, dataset: str, aggregate: str | None = None) -> str:
+    """The lake folder of one table: ``<layer>/<dataset>`` or, for gold, ``gold/<dataset>/<aggregate>``."""
+    if layer not in LAYERS:
+        raise ValueError(f"unknown lake layer {layer!r}; one of {', '.join(LAYERS)}")
+    return f"{layer}/{dataset}" if aggregate is None else f"{layer}/{dataset}/{aggregate}"
+
+
+def partition_folder(layer: str, dataset: str, moment: datetime, aggregate: str | None = None) -> str:
+    """Hive-style folder of a table: ``<table>/dt=YYYY-MM-DD/hour=HH``."""
+    base = table_path(layer, dataset, aggregate)
+    return f"{base}/dt={moment.year:04d}-{moment:%m-%d}/hour={moment:%H}"  # %Y gives "1" for year 1
+
+
+def landing_intent_path(group_id: str, topic_name: str, partition: int) -> str:
+    """Where a lake sink records the objects of a flush before writing them (see ``streaming.lake_sink``)."""
+    return f"_landing/{group_id}/{topic_name}/{partition:03d}.json"
