@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from functools import partial
 
 
 class TopicKind(StrEnum):
@@ -33,36 +34,15 @@ def topic(dataset: str, kind: TopicKind | str) -> str:
     return f"{dataset}.{TopicKind(kind).value}"
 
 
-def raw_topic(dataset: str) -> str:
-    return topic(dataset, TopicKind.RAW)
-
-
-def silver_topic(dataset: str) -> str:
-    return topic(dataset, TopicKind.SILVER)
-
-
-def quarantine_topic(dataset: str) -> str:
-    return topic(dataset, TopicKind.QUARANTINE)
-
-
-def gold_topic(dataset: str) -> str:
-    return topic(dataset, TopicKind.GOLD)
-
-
-def dq_topic(dataset: str) -> str:
-    return topic(dataset, TopicKind.DQ)
-
-
-def dedup_topic(dataset: str) -> str:
-    return topic(dataset, TopicKind.SILVER_DEDUP)
-
-
-def gold_shuffle_topic(dataset: str) -> str:
-    return topic(dataset, TopicKind.GOLD_SHUFFLE)
-
-
-def gold_state_topic(dataset: str) -> str:
-    return topic(dataset, TopicKind.GOLD_STATE)
+# One name per kind, for call sites that always mean the same kind.
+raw_topic = partial(topic, kind=TopicKind.RAW)
+silver_topic = partial(topic, kind=TopicKind.SILVER)
+quarantine_topic = partial(topic, kind=TopicKind.QUARANTINE)
+gold_topic = partial(topic, kind=TopicKind.GOLD)
+dq_topic = partial(topic, kind=TopicKind.DQ)
+dedup_topic = partial(topic, kind=TopicKind.SILVER_DEDUP)
+gold_shuffle_topic = partial(topic, kind=TopicKind.GOLD_SHUFFLE)
+gold_state_topic = partial(topic, kind=TopicKind.GOLD_STATE)
 
 
 def dataset_topics(dataset: str) -> list[str]:
