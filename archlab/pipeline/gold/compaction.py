@@ -15,12 +15,12 @@ from __future__ import annotations
 import asyncio
 import posixpath
 
-import duckdb
 import pyarrow as pa
 import structlog
 from prometheus_client import Counter
 
-from archlab.contract import Contract, quote
+from archlab.contract import Contract
+from archlab.lake.latest import latest_gold
 from archlab.lake.store import Lake
 
 log = structlog.get_logger(__name__)
@@ -30,25 +30,12 @@ COMPACTED_FOLDERS = Counter("lab_gold_compacted_folders_total", "Gold hour folde
 COMPACTED_OBJECTS = Counter("lab_gold_compacted_objects_total", "Gold objects folded into compacted files", ["dataset"])
 
 
-def latest_rows(table: pa.Table, contract: Contract) -> pa.Table:
-    """The highest-revision row of every (aggregate, window start, dimensions) in ``table``
-    (a null dimension is a value of its own, as in SQL's PARTITION BY)."""
-    dims = [name for name in contract.gold_schema.names if any(name in a.group_by for a in contract.aggregates)]
-    keys = ", ".join(quote(name) for name in ["aggregate", "window_start", *dims])
-    con = duckdb.connect(config={"threads": 1})
-    con.register("gold", table)
-    return con.sql(
-        f"SELECT * FROM gold QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY revision DESC) = 1 "
-        f"ORDER BY {keys}"
-    ).to_arrow_table().cast(contract.gold_schema)
-
-
 def compact_folder(lake: Lake, contract: Contract, folder: str, keys: list[str]) -> bool:
     """Compact one folder if every key's latest row is final; True when it was rewritten."""
     tables = [t for t in (lake.read_parquet(key) for key in keys) if t is not None]
     if not tables:
         return False
-    latest = latest_rows(pa.concat_tables(tables), contract)
+    latest = latest_gold(pa.concat_tables(tables), contract, sort=True)
     if latest.num_rows == 0 or not all(latest["final"].to_pylist()):
         return False
     lake.write_parquet(f"{folder}/{COMPACTED_NAME}", latest)

@@ -41,7 +41,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Gauge
 
-from archlab.contract import Contract, quote
+from archlab.contract import Contract
 from archlab.core.settings import Settings
 from archlab.kafka.clients import end_offsets, partition_for, read_to_end
 from archlab.pipeline.gold.window_store import HIGHEST, TailReplay, WindowStore, delta_state, window_key_bytes
@@ -291,14 +291,4 @@ class GoldEncoder:
     def encode(self, records: list[ConsumerRecord]) -> pa.Table:
         contract = self._contracts[self.dataset_of(records[0].topic)]
         return from_wire_json([r.value for r in records], contract.gold_schema)
-
-
-def latest_gold_sql(contract: Contract, aggregate: str, source: str) -> str:
-    """DuckDB SQL for the latest value of every key of one aggregate, over gold rows in ``source``."""
-    dims = [quote(d) for d in contract.aggregate(aggregate).group_by]
-    keys = ", ".join(["window_start", *dims])
-    return (
-        f"SELECT * FROM {source} WHERE aggregate = $aggregate "
-        f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY revision DESC) = 1"
-    )
 

@@ -27,6 +27,7 @@ import structlog
 from prometheus_client import Counter, Gauge
 
 from archlab.contract import Aggregate, Contract, quote
+from archlab.lake.latest import latest_gold
 from archlab.lake.query import connect
 from archlab.lake.store import Lake
 
@@ -217,14 +218,7 @@ class GoldView:
 
     def _latest(self, table: pa.Table) -> pa.Table:
         """One row per key: the highest revision (identical duplicates collapse)."""
-        if table.num_rows == 0:
-            return table
-        dims = list(dict.fromkeys(d for a in self.contract.aggregates for d in a.group_by))
-        partition = ", ".join(quote(c) for c in ["aggregate", "window_start", *dims])
-        return SQL.arrow(
-            f"SELECT * FROM gold QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY revision DESC) = 1",
-            [], gold=table,
-        ).cast(self.schema)
+        return latest_gold(table, self.contract, con=SQL.connection())
 
     def _live_table(self, rows: list[dict[str, Any]]) -> pa.Table:
         """Topic rows (JSON values: ISO timestamps, decimals as strings) typed as the gold schema."""
