@@ -56,7 +56,7 @@ class AggregatePlan:
 
     def __init__(self, aggregate: Aggregate, contract: Contract) -> None:
         self.aggregate = aggregate
-        self.types = dict(contract._silver_types())
+        self.types = dict(contract.silver_types())
         self.inputs = [m for m in aggregate.measures if m.fn != "ratio"]
         window = aggregate.window_ms
         on_time = "NOT _late"
