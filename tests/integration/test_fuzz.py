@@ -40,7 +40,7 @@ from archlab.core.settings import PROJECT_ROOT, Settings
 from archlab.kafka.clients import KeyedBatchSender, make_producer, partition_for
 from archlab.lake.query import connect, layer_glob
 from archlab.lake.store import Lake
-from archlab.pipeline.silver.refine import TRUNCATED_PAYLOAD_BYTES
+from archlab.pipeline.silver.checks import TRUNCATED_PAYLOAD_BYTES
 from tests.integration.conftest import ServiceProcess, assert_exactly_once, bronze_rows, read_all
 from tests.integration.test_silver import _env, copy_contract, lineage
 

@@ -10,7 +10,7 @@ from archlab.contract import load_contract
 from archlab.core.settings import PROJECT_ROOT
 from archlab.lake.store import Lake
 from archlab.pipeline.gold.compaction import compact_dataset
-from archlab.pipeline.silver.refine import from_wire_json
+from archlab.pipeline.wire import from_wire_json
 
 CONTRACT = load_contract(PROJECT_ROOT / "contracts" / "orders.yaml")
 FOLDER = "gold/orders/by_category_1m/dt=2025-03-03/hour=06"

@@ -29,13 +29,10 @@ from archlab.ingest.generators import (
     GeneratedRecord,
     make_generator,
 )
-from archlab.pipeline.silver.refine import (
+from archlab.pipeline.silver.checks import TRUNCATED_PAYLOAD_BYTES
+from archlab.pipeline.silver.refine import RAW_SCHEMA, Refiner, RefineResult, RuleOutcome
+from archlab.pipeline.wire import (
     QUARANTINE_SCHEMA,
-    RAW_SCHEMA,
-    TRUNCATED_PAYLOAD_BYTES,
-    Refiner,
-    RefineResult,
-    RuleOutcome,
     quarantine_from_json,
     quarantine_json,
     silver_from_json,

@@ -16,7 +16,8 @@ from archlab.ingest.generators import DirtyRates, make_generator
 from archlab.kafka.clients import partition_for
 from archlab.pipeline.gold.stages import bucket_ms, event_ms
 from archlab.pipeline.gold.windows import PartitionWindows, iso_ms
-from archlab.pipeline.silver.refine import Refiner, from_wire_json, silver_json
+from archlab.pipeline.silver.refine import Refiner
+from archlab.pipeline.wire import from_wire_json, silver_json
 from tests.gold_truth import differences, gold_key, truth
 from tests.unit.test_refine import raw_table
 

@@ -46,7 +46,7 @@ from archlab.core.settings import Settings
 from archlab.kafka.clients import end_offsets, partition_for, read_to_end
 from archlab.pipeline.gold.window_store import HIGHEST, TailReplay, WindowStore, delta_state, window_key_bytes
 from archlab.pipeline.gold.windows import BatchOutcome, PartitionWindows, iso_ms
-from archlab.pipeline.silver.refine import from_wire_json
+from archlab.pipeline.wire import from_wire_json
 from archlab.streaming.transactional import Fetched, TransactionalProcessor
 
 log = structlog.get_logger(__name__)

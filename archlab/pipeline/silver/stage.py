@@ -28,14 +28,8 @@ from archlab.core.settings import Settings
 from archlab.kafka.clients import partition_for
 from archlab.lake.store import CALENDAR_SECONDS
 from archlab.pipeline.silver.dedup import DedupState, changelog_topic, encode_event_ms, read_changelog
-from archlab.pipeline.silver.refine import (
-    RAW_SCHEMA,
-    Refiner,
-    RefineResult,
-    RuleOutcome,
-    quarantine_json,
-    silver_json,
-)
+from archlab.pipeline.silver.refine import RAW_SCHEMA, Refiner, RefineResult, RuleOutcome
+from archlab.pipeline.wire import quarantine_json, silver_json
 from archlab.streaming.transactional import Fetched, TransactionalProcessor
 
 log = structlog.get_logger(__name__)

@@ -10,8 +10,8 @@ import pyarrow as pa
 from aiokafka.structs import ConsumerRecord
 
 from archlab.contract import Contract
-from archlab.pipeline.silver.refine import quarantine_from_json, silver_from_json
 from archlab.pipeline.silver.stage import DQ_SCHEMA
+from archlab.pipeline.wire import quarantine_from_json, silver_from_json
 
 
 class SilverEncoder:
