@@ -23,7 +23,7 @@ RUN pip install --no-cache-dir uv==0.13.8 \
     && chown lab:lab /app
 
 # Everything below runs as the unprivileged user `lab` (numeric, so it resolves on any host); /app
-# is writable by it (faust keeps its local table state in a folder under the working directory).
+# is writable by it (gold_aggregator keeps its RocksDB window checkpoint under /app/.stack by default).
 USER 10001:10001
 WORKDIR /app
 
