@@ -13,10 +13,16 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from archlab.core.settings import ConfigurationError, load_settings
 from ui.client import ApiClient, ApiUnavailable
 from ui.settings import UiSettings
 
-SETTINGS = UiSettings()
+try:
+    SETTINGS = load_settings(UiSettings)
+except ConfigurationError as exc:  # on the page too, not only in the server's log
+    st.error(f"```\n{exc}\n```")
+    st.stop()
+
 HISTORY = timedelta(hours=1)  # how far back the charts look, from the data's latest window
 
 

@@ -12,24 +12,13 @@ from typing import TypeVar
 
 import structlog
 import uvloop
-from pydantic import ValidationError
 
 from archlab.contract import ContractError
 from archlab.core.observability import configure_logging, start_metrics_server
-from archlab.core.settings import Settings, describe_env_vars
+from archlab.core.settings import Settings, describe_env_vars, load_settings
 from archlab.kafka.clients import wait_for_kafka
 
 S = TypeVar("S", bound=Settings)
-
-
-def load_settings(model: type[S]) -> S:
-    """Settings from the environment, or exit 2 with one line per missing or invalid variable."""
-    try:
-        return model()  # type: ignore[call-arg]
-    except ValidationError as exc:
-        prefix = model.model_config.get("env_prefix", "")
-        lines = [f"  {prefix}{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()]
-        sys.exit("configuration error:\n" + "\n".join(lines))
 
 
 def run_service(

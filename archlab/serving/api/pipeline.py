@@ -66,7 +66,7 @@ class PipelineMonitor:
     def __init__(self, settings: ApiSettings, lake: Lake) -> None:
         self._settings = settings
         self._lake = lake
-        self._prefixes = [p.strip() for p in settings.api_service_groups.split(",") if p.strip()]
+        self._prefixes = settings.api_service_groups
         self._topics = {f"{d}.{layer}" for d in settings.datasets
                         for layer in ("raw", "silver", "quarantine", "dq", "gold", "gold-shuffle")}
         self._previous: _Previous | None = None

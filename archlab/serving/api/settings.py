@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from archlab.core.settings import Settings
+from archlab.core.settings import CommaList, Settings
 
 
 class ApiSettings(Settings):
@@ -20,7 +20,7 @@ class ApiSettings(Settings):
         300.0, gt=0, description="A gold update read from the topic is kept this long, then the lake is trusted"
     )
     api_pipeline_poll_s: float = Field(5.0, gt=0, description="How often consumer lag and lake objects are sampled")
-    api_service_groups: str = Field(
-        "bronze_sink,silver_refiner,gold_aggregator",
+    api_service_groups: CommaList = Field(
+        default_factory=lambda: ["bronze_sink", "silver_refiner", "gold_aggregator"],
         description="Consumer group prefixes that name a service, comma-separated (longest prefix wins)",
     )
