@@ -35,6 +35,7 @@ def throwaway_stack(name: str = "bench") -> Iterator[tuple[NativeStack, Settings
                              minio_port=minio, minio_console_port=console,
                              access_key=f"{name}-admin", secret_key=uuid.uuid4().hex)
         stack = NativeStack(config, exit_with_owner=True)
+        os.environ["LAB_ENV_FILE"] = ""  # the services benchmarked read no developer .env (archlab.core.settings)
         stack.start()
         try:
             settings = Settings(kafka_bootstrap=config.bootstrap, s3_endpoint=config.s3_endpoint,

@@ -42,6 +42,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NativeStack]:
             env.setenv("LAB_S3_ACCESS_KEY", config.access_key)
             env.setenv("LAB_S3_SECRET_KEY", config.secret_key)
             env.setenv("LAB_BUCKET", "lake-test")
+            env.setenv("LAB_ENV_FILE", "")  # a developer's .env must not change what the tests check
             ensure_bucket(Settings())  # type: ignore[call-arg]
             yield native
         finally:

@@ -93,6 +93,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     root = tmp_path / "stack"
     env = {
         **os.environ,
+        "LAB_ENV_FILE": str(PROJECT_ROOT / ".env"),  # `make up` reads the project's .env, as for a user
         "LAB_STACK_ROOT": str(root),
         "LAB_KAFKA_PORT": str(kafka),
         "LAB_KAFKA_CONTROLLER_PORT": str(controller),
