@@ -10,7 +10,6 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.client import AIOKafkaClient
@@ -18,9 +17,8 @@ from aiokafka.errors import KafkaConnectionError
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord
 
+from archlab.core.retry import backoff
 from archlab.core.settings import Settings
-
-log = structlog.get_logger(__name__)
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -163,25 +161,22 @@ class KeyedBatchSender:
 async def wait_for_kafka(settings: Settings, stop: asyncio.Event, timeout_s: float = 300.0) -> bool:
     """Wait until the broker answers a metadata request (a service started while Kafka restarts
     waits for it instead of crashing); False when ``stop`` was set first. Raises after ``timeout_s``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    delay = 0.5
-    while not stop.is_set():
-        client = AIOKafkaClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
-        try:
-            await client.bootstrap()
-            return True
-        except KafkaConnectionError:
-            if loop.time() > deadline:
-                raise
-            log.warning("waiting for Kafka", bootstrap=settings.kafka_bootstrap, retry_in_s=delay)
-        finally:
-            await client.close()
-        try:
-            await asyncio.wait_for(stop.wait(), delay)
-        except TimeoutError:
-            delay = min(delay * 2, 5.0)
-    return False
+    try:
+        async for attempt in backoff("Kafka metadata request", stop=stop, retry_on=KafkaConnectionError,
+                                     give_up_after_s=timeout_s, bootstrap=settings.kafka_bootstrap):
+            with attempt:
+                if stop.is_set():
+                    return False
+                client = AIOKafkaClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
+                try:
+                    await client.bootstrap()
+                finally:
+                    await client.close()
+    except KafkaConnectionError:
+        if stop.is_set():
+            return False
+        raise
+    return True
 
 
 async def end_offsets(settings: Settings, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
@@ -230,3 +225,11 @@ async def read_to_end(
                 yield records
     finally:
         await consumer.stop()
+
+
+async def read_all(settings: Settings, topic: str) -> list[ConsumerRecord]:
+    """Every committed record of a topic (read_committed) as it ends now, headers included."""
+    out: list[ConsumerRecord] = []
+    async for records in read_to_end(settings, await topic_partitions(settings, topic)):
+        out.extend(records)
+    return out
