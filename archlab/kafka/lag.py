@@ -108,11 +108,6 @@ class LagProbe:
         return {tp: meta.offset for tp, meta in offsets.items()
                 if meta.offset >= 0 and (only is None or tp.topic in only)}
 
-    async def group_lag(self, group: str, topics: Iterable[str]) -> Offsets:
-        """Per partition of ``topics``: how far the group's committed offset is behind the end."""
-        topics = list(topics)
-        return lag_of(await self.end_offsets(topics), await self.committed(group, topics))
-
     async def wait_committed(self, group: str, targets: Mapping[TopicPartition, int], poll_s: float = 0.05,
                              timeout_s: float | None = None) -> float:
         """Until ``group`` has committed at least ``targets`` (e.g. ``settled_offsets`` of end offsets
@@ -123,12 +118,6 @@ class LagProbe:
                 if all(committed.get(tp, 0) >= target for tp, target in targets.items()):
                     return time.perf_counter()
                 await asyncio.sleep(poll_s)
-
-
-async def group_lag(settings: Settings, group: str, topics: Iterable[str]) -> Offsets:
-    """One-off ``LagProbe.group_lag``: the group's lag per partition of ``topics``."""
-    async with LagProbe(settings) as probe:
-        return await probe.group_lag(group, topics)
 
 
 async def wait_caught_up(settings: Settings, group: str, topics: Iterable[str], poll_s: float = 0.1,
