@@ -89,3 +89,9 @@ def partition_folder(layer: str, dataset: str, moment: datetime, aggregate: str 
 def landing_intent_path(group_id: str, topic_name: str, partition: int) -> str:
     """Where a lake sink records the objects of a flush before writing them (see ``streaming.lake_sink``)."""
     return f"_landing/{group_id}/{topic_name}/{partition:03d}.json"
+
+
+def flush_object_path(folder: str, partition: int, start_offset: int) -> str:
+    """The object one lake-sink flush writes into a partition folder, named by the Kafka partition and the
+    flush's first offset: a retry of the same flush overwrites it instead of adding a copy."""
+    return f"{folder}/part-{partition:03d}-{start_offset:020d}.parquet"

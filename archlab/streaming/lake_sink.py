@@ -1,13 +1,15 @@
-"""The landing mechanism: Kafka records to Parquet objects on the lake, exactly once.
+"""The lake sink: Kafka records to Parquet objects on the lake, exactly once.
 
-Every layer (bronze, silver, quarantine, gold) lands through :class:`LakeSink`. The guarantee is
-the Kafka Connect S3 sink's, made to hold also when one flush spans several hour folders:
+Every layer (bronze, silver, quarantine, dq, gold) lands through :class:`LakeSink`, a stage of the
+consumer runtime (:mod:`archlab.streaming.runtime`, which says when partitions are recovered and
+released and who retries what). The guarantee is the Kafka Connect S3 sink's, made to hold also when
+one flush spans several hour folders:
 
 * A *flush* takes the buffered records of one partition, offsets ``[start, end]``, and writes one
-  object per Hive folder, each named ``part-<partition>-<start>.parquet``: the name is a pure
-  function of the data, so a retry of the same flush overwrites instead of adding.
-* Before the objects, the flush writes an *intent* (``_landing/<group>/<topic>/<partition>.json``)
-  listing their keys. Offsets are committed only after every object is durable.
+  object per Hive folder, each named by the partition and ``start`` (:func:`names.flush_object_path`):
+  the name is a pure function of the data, so a retry of the same flush overwrites instead of adding.
+* Before the objects, the flush writes an *intent* (:func:`names.landing_intent_path`) listing their
+  keys. The partition's offset ``end + 1`` is committed to the group only after every object is durable.
 * When a partition is assigned, an intent whose ``start`` is not below the committed offset
   belongs to a flush that never committed: its objects are deleted and the records re-read
   from the committed offset, so no record can sit in two objects, whatever the new batching.
@@ -15,34 +17,38 @@ the Kafka Connect S3 sink's, made to hold also when one flush spans several hour
   partition is enough.
 
 Flushes happen when a partition's buffer reaches ``flush_records`` or ``flush_bytes``, or its
-first record is older than ``flush_interval_s`` (so an idle stream still lands). While the lake is
-unreachable the flush is retried with backoff and, once the partition's next buffer is full,
-the partition is paused: memory stays bounded and the records are committed once the lake is back.
+first record is older than ``flush_interval_s`` (so an idle stream still lands), and on a graceful
+stop. While the lake is unreachable the flush is retried with backoff and, once the partition's next
+buffer is full, the partition is paused: memory stays bounded and the records are committed once the
+lake is back. On revocation a partition's running flush still lands and commits; its buffer is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Gauge, Histogram
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
+from archlab.core import names
 from archlab.core.settings import Settings
-from archlab.kafka.clients import make_consumer
-from archlab.lake.store import Lake, clamp_to_calendar, partition_folder
+from archlab.lake.store import Lake, clamp_to_calendar
+from archlab.streaming.runtime import ConsumerStage, run_stage
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 MIB = 1024 * 1024
 
@@ -62,8 +68,6 @@ class BatchEncoder(Protocol):
 
     layer: str
     subdir_column: str | None  # optional string column adding a folder level (e.g. gold aggregate)
-
-    def dataset_of(self, topic: str) -> str: ...
 
     def time_column(self, dataset: str) -> str:
         """A non-null timestamp column of the dataset's rows that picks the dt=/hour= folder."""
@@ -102,18 +106,7 @@ class _Buffer:
         )
 
 
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, sink: LakeSink) -> None:
-        self._sink = sink
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self._sink.release(revoked)
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        await self._sink.recover(assigned)
-
-
-class LakeSink:
+class LakeSink(ConsumerStage):
     """Consumes topics and lands their records on the lake, committing only what is durable.
 
     Flushes run in the background while consumption goes on, at most one per partition at a
@@ -131,43 +124,41 @@ class LakeSink:
         policy: RollPolicy,
         fetch_max_records: int = 10_000,
     ) -> None:
-        self._consumer = consumer
+        super().__init__(consumer, group_id=group_id)
         self._lake = lake
         self._encoder = encoder
-        self._group_id = group_id
         self._policy = policy
         self._fetch_max_records = fetch_max_records
         self._buffers: dict[TopicPartition, _Buffer] = {}
         self._inflight: dict[TopicPartition, asyncio.Task[None]] = {}
         self._paused: set[TopicPartition] = set()
-        self._ready: set[TopicPartition] = set()  # assigned, recovered and positioned at the committed offset
-        self._fatal: BaseException | None = None  # a recovery that failed: the sink must stop
+        # Commits of concurrent flushes, one at a time. Not the runtime's rebalance lock: a revocation
+        # holds that one while it waits for the revoked partitions' flushes to commit.
         self._commit_lock = asyncio.Lock()
         self._buffered = BUFFERED_RECORDS.labels(encoder.layer)
-        self.listener = _Rebalance(self)
 
-    # --- main loop ---------------------------------------------------------------------------
-    async def run(self, stop: asyncio.Event) -> None:
-        """Consume, buffer and land until ``stop`` is set; then land what is buffered."""
-        while not stop.is_set():
-            if self._fatal is not None:
-                raise self._fatal
-            fetched = await self._consumer.getmany(timeout_ms=100, max_records=self._fetch_max_records)
-            assigned = self._consumer.assignment()
-            for tp, records in fetched.items():
-                if records and tp in assigned and tp in self._ready:
-                    self._buffers.setdefault(tp, _Buffer()).add(records)
-            self._reap()
-            now = time.monotonic()
-            for tp, buffer in list(self._buffers.items()):
-                if not buffer.due(self._policy, now):
-                    continue
-                if tp not in self._inflight:
-                    self._start_flush(tp)
-                elif tp not in self._paused and buffer.full(self._policy):
-                    self._consumer.pause(tp)
-                    self._paused.add(tp)
-            self._buffered.set(sum(len(b.records) for b in self._buffers.values()))
+    # --- the loop ----------------------------------------------------------------------------
+    async def step(self) -> None:
+        """Buffer what was fetched for ready partitions; start the flushes that are due."""
+        fetched = await self.consumer.getmany(timeout_ms=100, max_records=self._fetch_max_records)
+        assigned = self.consumer.assignment()
+        for tp, records in fetched.items():
+            if records and tp in assigned and self.is_ready(tp):
+                self._buffers.setdefault(tp, _Buffer()).add(records)
+        self._reap()
+        now = time.monotonic()
+        for tp, buffer in list(self._buffers.items()):
+            if not buffer.due(self._policy, now):
+                continue
+            if tp not in self._inflight:
+                self._start_flush(tp)
+            elif tp not in self._paused and buffer.full(self._policy):
+                self.consumer.pause(tp)
+                self._paused.add(tp)
+        self._buffered.set(sum(len(b.records) for b in self._buffers.values()))
+
+    async def finish(self) -> None:
+        """Land what is buffered (after the flushes already running)."""
         await self._drain(list(self._inflight))
         for tp in list(self._buffers):
             self._start_flush(tp)
@@ -185,10 +176,10 @@ class LakeSink:
                 task.result()
         for tp in [tp for tp in self._paused if tp not in self._inflight]:
             self._paused.discard(tp)
-            if tp in self._consumer.assignment():
-                self._consumer.resume(tp)
+            if tp in self.consumer.assignment():
+                self.consumer.resume(tp)
 
-    async def _drain(self, partitions: list[TopicPartition]) -> None:
+    async def _drain(self, partitions: Collection[TopicPartition]) -> None:
         tasks = [self._inflight[tp] for tp in partitions if tp in self._inflight]
         if tasks:
             await asyncio.gather(*tasks)
@@ -200,7 +191,7 @@ class LakeSink:
         await self._land(tp, records)
         async with self._commit_lock:
             try:
-                await self._consumer.commit({tp: records[-1].offset + 1})
+                await self.consumer.commit({tp: records[-1].offset + 1})
             except (CommitFailedError, IllegalStateError) as exc:
                 # The group moved on while we wrote: the partition's next owner (maybe us again)
                 # finds this intent uncommitted, undoes it and re-reads from the committed offset.
@@ -210,48 +201,40 @@ class LakeSink:
         FLUSH_SECONDS.labels(self._encoder.layer).observe(time.perf_counter() - started)
 
     # --- rebalance hooks ---------------------------------------------------------------------
-    async def release(self, revoked: list[TopicPartition]) -> None:
-        """On revocation: let in-flight flushes finish and commit, drop the unlanded rest."""
-        self._ready.difference_update(revoked)
+    async def release_partitions(self, revoked: Collection[TopicPartition]) -> None:
+        """Let the revoked partitions' running flushes land and commit; drop their unlanded rest."""
         for tp in revoked:
             self._buffers.pop(tp, None)
         await self._drain(revoked)
 
-    async def recover(self, assigned: list[TopicPartition]) -> None:
-        """On assignment: undo a flush of these partitions that was written but never committed,
-        then read them from the committed offset (records fetched meanwhile are not buffered).
+    async def recover_partition(self, tp: TopicPartition) -> None:
+        """Undo a flush of the partition that was written but never committed, then read it from the
+        committed offset (records fetched meanwhile are not buffered).
 
         The lake may be down right now: reading the intent is retried until it answers, since a
-        partition that skipped its recovery must never be landed. Any other failure stops the
-        sink (aiokafka would only log an exception raised here)."""
-        log.info("partitions assigned", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
-        try:
-            for tp in assigned:
-                committed = await self._consumer.committed(tp)
-                intent = await self._retrying(self._lake.read_json, self._intent_key(tp))
-                if isinstance(intent, dict) and (committed is None or intent["start"] >= committed):
-                    log.info("undoing uncommitted flush", topic=tp.topic, partition=tp.partition, start=intent["start"])
-                    await self._retrying(self._lake.delete, list(intent["objects"]))
-                    REWRITTEN_FLUSHES.labels(self._encoder.layer).inc()
-                if committed is None:
-                    await self._consumer.seek_to_beginning(tp)
-                else:
-                    self._consumer.seek(tp, committed)
-                self._buffers.pop(tp, None)
-                self._ready.add(tp)
-        except Exception as exc:
-            self._fatal = exc
+        partition that skipped its recovery must never be landed."""
+        committed = await self.consumer.committed(tp)
+        intent = await self._retrying(self._lake.read_json, self._intent_key(tp))
+        if isinstance(intent, dict) and (committed is None or intent["start"] >= committed):
+            log.info("undoing uncommitted flush", topic=tp.topic, partition=tp.partition, start=intent["start"])
+            await self._retrying(self._lake.delete, list(intent["objects"]))
+            REWRITTEN_FLUSHES.labels(self._encoder.layer).inc()
+        if committed is None:
+            await self.consumer.seek_to_beginning(tp)
+        else:
+            self.consumer.seek(tp, committed)
+        self._buffers.pop(tp, None)
 
     # --- writing -----------------------------------------------------------------------------
     def _intent_key(self, tp: TopicPartition) -> str:
-        return f"_landing/{self._group_id}/{tp.topic}/{tp.partition:03d}.json"
+        return names.landing_intent_path(self.group_id, tp.topic, tp.partition)
 
     async def _land(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
         encoder = self._encoder
-        dataset = encoder.dataset_of(tp.topic)
+        dataset = names.dataset_of(tp.topic)
         start = records[0].offset
         table = encoder.encode(records)
-        parts = list(_split_by_folder(table, encoder, dataset, f"part-{tp.partition:03d}-{start:020d}.parquet"))
+        parts = list(_split_by_folder(table, encoder, dataset, tp.partition, start))
         intent = {"start": start, "end": records[-1].offset, "objects": [key for key, _ in parts]}
         await self._retrying(self._lake.write_json, self._intent_key(tp), intent)
         sizes = await asyncio.gather(*(self._retrying(self._lake.write_parquet, key, part) for key, part in parts))
@@ -259,24 +242,27 @@ class LakeSink:
         LANDED_OBJECTS.labels(encoder.layer, dataset).inc(len(parts))
         LANDED_BYTES.labels(encoder.layer, dataset).inc(sum(sizes))
 
-    async def _retrying(self, write, *args):  # type: ignore[no-untyped-def]
+    async def _retrying(self, call: Callable[..., T], *args: Any) -> T:
         """Run a blocking lake call in a thread, retrying without limit while the lake is down."""
-        async for attempt in AsyncRetrying(
+        retrying = AsyncRetrying(
             retry=retry_if_exception_type(Exception),
             wait=wait_exponential(multiplier=0.2, max=5),
             before_sleep=self._count_retry,
             reraise=True,
-        ):
-            with attempt:
-                return await asyncio.to_thread(write, *args)
+        )
+        return await retrying(asyncio.to_thread, call, *args)
 
-    def _count_retry(self, state) -> None:  # type: ignore[no-untyped-def]
+    def _count_retry(self, state: RetryCallState) -> None:
         LAKE_RETRIES.labels(self._encoder.layer).inc()
-        log.warning("lake write failed, retrying", attempt=state.attempt_number, error=repr(state.outcome.exception()))
+        outcome = state.outcome
+        log.warning("lake write failed, retrying", attempt=state.attempt_number,
+                    error=repr(outcome.exception() if outcome is not None else None))
 
 
-def _split_by_folder(table: pa.Table, encoder: BatchEncoder, dataset: str, name: str):  # type: ignore[no-untyped-def]
-    """Yield ``(key, rows)`` per Hive folder (subdir, dt, hour) of a batch, in a stable order.
+def _split_by_folder(
+    table: pa.Table, encoder: BatchEncoder, dataset: str, partition: int, start: int
+) -> Iterator[tuple[str, pa.Table]]:
+    """Yield ``(key, rows)`` per Hive folder (subdir, dt, hour) of one flush, in a stable order.
 
     A row whose time lies outside years 1-9999 (a producer's odd Kafka timestamp) is filed in the
     first or last hour folder; the row itself keeps its value.
@@ -291,8 +277,8 @@ def _split_by_folder(table: pa.Table, encoder: BatchEncoder, dataset: str, name:
     for group in sorted(grouped.to_pylist(), key=lambda g: tuple(str(g[f"k{i}"]) for i in range(len(groups)))):
         hour: datetime = group[f"k{len(groups) - 1}"]
         subdir = group["k0"] if encoder.subdir_column is not None else None
-        folder = partition_folder(encoder.layer, dataset, hour.astimezone(UTC), subdir)
-        yield f"{folder}/{name}", table.take(pa.array(group["row_list"], pa.int64()))
+        folder = names.partition_folder(encoder.layer, dataset, hour.astimezone(UTC), subdir)
+        yield names.flush_object_path(folder, partition, start), table.take(pa.array(group["row_list"], pa.int64()))
 
 
 async def land(
@@ -300,14 +286,12 @@ async def land(
 ) -> None:
     """Run a LakeSink for ``topics`` in consumer group ``group`` until ``stop``: every service's
     lake landing (bronze, silver, quarantine, dq, gold)."""
+    lake = Lake.from_settings(settings)
+    policy = RollPolicy(settings.flush_records, settings.flush_bytes, settings.flush_interval_s)
+
+    def sink(consumer: AIOKafkaConsumer, _: object) -> LakeSink:
+        return LakeSink(consumer, lake, encoder, group_id=group, policy=policy)
+
     # Smaller fetches than the processing stages: a sink buffers whole files anyway, and its memory
     # is fetches plus buffers for every partition.
-    consumer = make_consumer(settings, group_id=group, max_partition_fetch_bytes=2 * MIB, fetch_max_bytes=16 * MIB)
-    sink = LakeSink(consumer, Lake.from_settings(settings), encoder, group_id=group,
-                    policy=RollPolicy(settings.flush_records, settings.flush_bytes, settings.flush_interval_s))
-    consumer.subscribe(topics, listener=sink.listener)
-    await consumer.start()
-    try:
-        await sink.run(stop)
-    finally:
-        await consumer.stop()
+    await run_stage(settings, sink, topics, group, stop, max_partition_fetch_bytes=2 * MIB, fetch_max_bytes=16 * MIB)

@@ -8,14 +8,15 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from aiokafka.structs import ConsumerRecord
 
-from archlab.lake.store import Lake, partition_folder
+from archlab.core import names
+from archlab.lake.store import Lake
 from archlab.pipeline.bronze import BRONZE_SCHEMA, BronzeEncoder
 from archlab.streaming.lake_sink import _split_by_folder
 
 
 def _records(start: datetime, count: int, step: timedelta) -> list[ConsumerRecord]:
     return [
-        ConsumerRecord("shop.raw", 2, 100 + i, int((start + i * step).timestamp() * 1000), 0,
+        ConsumerRecord(names.raw_topic("shop"), 2, 100 + i, int((start + i * step).timestamp() * 1000), 0,
                        f"k{i}".encode(), b"\xff" + str(i).encode(), None, 1, 2, [("h", b"v")] if i % 2 else [])
         for i in range(count)
     ]
@@ -33,7 +34,7 @@ def test_bronze_encoder_keeps_bytes_and_coordinates() -> None:
 def test_split_names_every_folder_after_the_batch_start_and_loses_no_row() -> None:
     records = _records(datetime(2026, 1, 1, 22, 50, tzinfo=UTC), 40, timedelta(minutes=3))  # spans 3 hours
     table = BronzeEncoder().encode(records)
-    parts = list(_split_by_folder(table, BronzeEncoder(), "shop", "part-002-00000000000000000100.parquet"))
+    parts = list(_split_by_folder(table, BronzeEncoder(), "shop", partition=2, start=100))
     assert [key.rsplit("/", 3)[1:3] for key, _ in parts] == [
         ["dt=2026-01-01", "hour=22"], ["dt=2026-01-01", "hour=23"], ["dt=2026-01-02", "hour=00"]
     ]
@@ -47,7 +48,7 @@ def test_split_files_timestamps_past_the_calendar_at_its_edges_and_keeps_their_v
     records[0].timestamp = 10**16  # a producer may choose any int64
     records[2].timestamp = -(10**15)
     table = BronzeEncoder().encode(records)
-    parts = dict(_split_by_folder(table, BronzeEncoder(), "shop", "part-002-00000000000000000100.parquet"))
+    parts = dict(_split_by_folder(table, BronzeEncoder(), "shop", partition=2, start=100))
     folders = {key.rsplit("/", 3)[1] + "/" + key.rsplit("/", 3)[2]: part for key, part in parts.items()}
     assert sorted(folders) == ["dt=0001-01-01/hour=00", "dt=2026-01-01/hour=00", "dt=9999-12-31/hour=23"]
     assert folders["dt=9999-12-31/hour=23"]["kafka_timestamp"].cast("int64").to_pylist() == [10**16]
@@ -57,7 +58,7 @@ def test_split_files_timestamps_past_the_calendar_at_its_edges_and_keeps_their_v
 def test_local_lake_round_trip_and_overwrite(tmp_path: Path) -> None:
     lake = Lake.local(tmp_path)
     table = BronzeEncoder().encode(_records(datetime(2026, 1, 1, tzinfo=UTC), 5, timedelta(seconds=1)))
-    key = f"{partition_folder('bronze', 'shop', datetime(2026, 1, 1, tzinfo=UTC))}/part-000-1.parquet"
+    key = f"{names.partition_folder('bronze', 'shop', datetime(2026, 1, 1, tzinfo=UTC))}/part-000-1.parquet"
     lake.write_parquet(key, table)
     lake.write_parquet(key, table.slice(0, 2))  # a retry replaces, it never adds
     assert lake.list("bronze") == [key]
