@@ -39,9 +39,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Gauge, Histogram
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from archlab.core import names
+from archlab.core.retry import backoff
 from archlab.core.settings import Settings
 from archlab.lake.store import Lake, clamp_to_calendar
 from archlab.streaming.runtime import ConsumerStage, run_stage
@@ -244,19 +244,11 @@ class LakeSink(ConsumerStage):
 
     async def _retrying(self, call: Callable[..., T], *args: Any) -> T:
         """Run a blocking lake call in a thread, retrying without limit while the lake is down."""
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(Exception),
-            wait=wait_exponential(multiplier=0.2, max=5),
-            before_sleep=self._count_retry,
-            reraise=True,
-        )
-        return await retrying(asyncio.to_thread, call, *args)
-
-    def _count_retry(self, state: RetryCallState) -> None:
-        LAKE_RETRIES.labels(self._encoder.layer).inc()
-        outcome = state.outcome
-        log.warning("lake write failed, retrying", attempt=state.attempt_number,
-                    error=repr(outcome.exception() if outcome is not None else None))
+        async for attempt in backoff("lake write", first_s=0.2, max_s=5, layer=self._encoder.layer):
+            with attempt:
+                return await asyncio.to_thread(call, *args)
+            LAKE_RETRIES.labels(self._encoder.layer).inc()  # the attempt failed: it will be retried
+        raise AssertionError("unreachable: a backoff without stop event or deadline never gives up")
 
 
 def _split_by_folder(

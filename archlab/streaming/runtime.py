@@ -20,7 +20,7 @@ Lifecycle (:func:`run_stage`)
 Assignment
     ``lab_assigned_partitions{group,topic}`` is set to the partitions this member now owns and the line
     "partitions assigned" is logged: this is the readiness signal (tests and operators wait for the gauge,
-    not the log). Then, holding the stage lock, each partition is recovered
+    not the log; it drops back on revocation and when the loop ends). Then, holding the stage lock, each partition is recovered
     (:meth:`ConsumerStage.recover_partition`) and only after that marked *ready*; no record of a partition
     that is not ready is processed or committed. A lake sink recovers by undoing a flush it finds written
     but not committed and seeking to the committed offset; a transactional stage rebuilds the partition's
@@ -49,7 +49,7 @@ Crash (``kill -9``) at any moment
 
 Who retries what
     Lake calls of a lake sink (intent, objects, deletions) are retried without limit, with exponential
-    backoff, by the flush or the recovery that made them: object names are a function of the records, so a
+    backoff (:func:`archlab.core.retry.backoff`), by the flush or the recovery that made them: object names are a function of the records, so a
     retry overwrites instead of adding. Kafka sends and fetches are retried by the clients (the producer is
     idempotent). Nobody retries a commit: a lake sink's refused commit means the partition has moved on,
     and its next owner redoes the flush; a failed transaction ends the stage, and its restart fences and
