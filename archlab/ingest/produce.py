@@ -81,7 +81,8 @@ async def produce_synthetic(
         start, spacing = datetime.now(UTC) - history, count / history.total_seconds()
     else:
         start, spacing = datetime.now(UTC), rate or 1000.0
-    generator = make_generator(dataset, seed=seed, start=start, events_per_second=spacing, dirty=dirty)
+    generator = make_generator(dataset, seed=seed, start=start, events_per_second=spacing, dirty=dirty,
+                               contracts_dir=settings.contracts_dir)
     deadline = time.monotonic() + duration if duration > 0 else float("inf")
     chunk = max(1, min(5_000, int(rate / 10))) if rate > 0 else 5_000
 

@@ -3,23 +3,27 @@
 ``make_generator("orders", seed=7, start=datetime(2025, 1, 1, tzinfo=UTC))`` gives an endless
 stream of Kafka records; the same arguments always give the same bytes, however the stream is
 drawn. Dirty records carry the header ``lab-injected: <kind>`` so tests can check the pipeline
-sorted every one of them correctly.
+sorted every one of them correctly. Every dataset with a contract has a generator: the shipped
+datasets a hand-written, realistic one; any other the generic one, drawn from its contract.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 from archlab.contract import load_contract
-from archlab.core.settings import PROJECT_ROOT
+from archlab.core.settings import Settings
 from archlab.ingest.generators.base import (
     DIRTY_KINDS,
     INJECTED_HEADER,
+    DatasetGenerator,
     DirtyRates,
     EventGenerator,
     GeneratedRecord,
 )
 from archlab.ingest.generators.clock import to_epoch_ms
+from archlab.ingest.generators.generic import GenericGenerator
 from archlab.ingest.generators.orders import OrdersGenerator
 from archlab.ingest.generators.sensors import SensorsGenerator
 
@@ -29,27 +33,28 @@ __all__ = [
     "DirtyRates",
     "EventGenerator",
     "GeneratedRecord",
+    "GenericGenerator",
     "UnknownDatasetError",
     "available_datasets",
     "make_generator",
 ]
 
-_GENERATORS: dict[str, type[OrdersGenerator] | type[SensorsGenerator]] = {
+HAND_WRITTEN: dict[str, type[OrdersGenerator] | type[SensorsGenerator]] = {
     cls.dataset: cls for cls in (OrdersGenerator, SensorsGenerator)
 }
-CONTRACTS_DIR = PROJECT_ROOT / "contracts"
+DEFAULT_CONTRACTS_DIR: Path = Settings.model_fields["contracts_dir"].default
 
 
 class UnknownDatasetError(KeyError):
-    """No generator exists for the requested dataset."""
+    """No contract describes the requested dataset."""
 
     def __str__(self) -> str:  # KeyError would print the message in quotes
         return str(self.args[0])
 
 
-def available_datasets() -> list[str]:
-    """Names of the datasets that have a generator."""
-    return sorted(_GENERATORS)
+def available_datasets(contracts_dir: Path = DEFAULT_CONTRACTS_DIR) -> list[str]:
+    """Names of the datasets that have a generator: every one with a contract in ``contracts_dir``."""
+    return sorted(path.stem for path in contracts_dir.glob("*.yaml"))
 
 
 def make_generator(
@@ -59,20 +64,28 @@ def make_generator(
     start: datetime,
     events_per_second: float = 200.0,
     dirty: DirtyRates | None = None,
+    contracts_dir: Path = DEFAULT_CONTRACTS_DIR,
 ) -> EventGenerator:
     """A generator for ``dataset`` whose virtual clock starts at ``start`` (timezone-aware).
 
     ``dirty`` defaults to ``DirtyRates()`` (about 4% dirty); pass ``DirtyRates.clean()`` for none.
-    The dataset's contract is read from ``contracts/<dataset>.yaml`` for its key, event time and
-    required fields, and must list exactly the fields the generator emits.
+    The contract is read from ``<contracts_dir>/<dataset>.yaml`` (pass ``settings.contracts_dir``);
+    a hand-written generator must emit exactly the fields it lists.
     """
-    if dataset not in _GENERATORS:
+    path = contracts_dir / f"{dataset}.yaml"
+    if not path.is_file():
         raise UnknownDatasetError(
-            f"no generator for dataset {dataset!r}; available: {', '.join(available_datasets())}"
+            f"no contract for dataset {dataset!r} in {contracts_dir}; "
+            f"available: {', '.join(available_datasets(contracts_dir))}"
         )
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
-    contract = load_contract(CONTRACTS_DIR / f"{dataset}.yaml")
-    return _GENERATORS[dataset](
-        contract, seed, to_epoch_ms(start), events_per_second, dirty if dirty is not None else DirtyRates()
-    )
+    contract = load_contract(path)
+    start_ms = to_epoch_ms(start)
+    rates = dirty if dirty is not None else DirtyRates()
+    generator: DatasetGenerator
+    if dataset in HAND_WRITTEN:
+        generator = HAND_WRITTEN[dataset](contract, seed, start_ms, events_per_second, rates)
+    else:
+        generator = GenericGenerator(contract, contracts_dir, seed, start_ms, events_per_second, rates)
+    return generator

@@ -10,9 +10,9 @@ from __future__ import annotations
 import zlib
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
@@ -26,6 +26,8 @@ Rng = np.random.Generator
 
 INJECTED_HEADER = "lab-injected"
 MIB = 1024 * 1024
+OVERSIZED_BYTES = (MIB + 1024, MIB + MIB // 4)
+"""Range of an oversized record's size: over the 1 MiB ``max_payload_bytes`` of the shipped contracts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,15 +95,16 @@ class DatasetGenerator(ABC):
     """Turns a dataset's clean event blocks into records, with dirty kinds injected.
 
     Subclasses generate clean events and say how their fields break: ``_wrong_type``,
-    ``_out_of_range`` and ``_unknown_enum`` mutate a copy of an event in place.
+    ``_out_of_range`` and ``_unknown_enum`` mutate a copy of an event in place. A hand-written
+    generator sets the attributes below on its class, the generic one per instance from its contract.
     """
 
-    dataset: ClassVar[str]
-    fields: ClassVar[tuple[str, ...]]
+    dataset: str
+    fields: tuple[str, ...]
     """Every field the generator emits, checked against the contract at start-up."""
-    oversized_field: ClassVar[str]
+    oversized_field: str
     """A string field that can hold the huge text of an oversized record."""
-    latin1_texts: ClassVar[dict[str, Sequence[str]]]
+    latin1_texts: Mapping[str, Sequence[str]]
     """Per string field, non-ASCII texts that a legacy latin-1 sender would garble."""
 
     _RECENT = 256  # ring of the latest clean records: "the one just before" duplicates
@@ -117,6 +120,7 @@ class DatasetGenerator(ABC):
         self._time_field = contract.event_time
         self._key_fields = tuple(contract.key)
         self._required = tuple(name for name, spec in contract.fields.items() if spec.required)
+        self._required_keys = tuple(name for name in self._key_fields if name in self._required)
         self._key_of = _key_function(self._key_fields)
         # One root seed, mixed with the dataset name so datasets sharing a seed still differ.
         root = np.random.SeedSequence([seed, zlib.crc32(self.dataset.encode())])
@@ -224,7 +228,7 @@ class DatasetGenerator(ABC):
                 ahead = rng.uniform(1 * DAY_MS, 30 * DAY_MS)
                 broken[self._time_field] = iso_ms(np.array([time_ms + int(ahead)]))[0]
             elif kind == "oversized":
-                size = int(rng.integers(MIB + 1024, MIB + MIB // 4))
+                size = int(rng.integers(*OVERSIZED_BYTES))
                 broken[self.oversized_field] = ("0123456789abcdef" * (size // 16 + 1))[:size]
             else:
                 self._dataset_breakers[kind](broken, rng)
@@ -232,15 +236,16 @@ class DatasetGenerator(ABC):
         return GeneratedRecord(key, value, _HEADERS[kind], time_ms)
 
     def _field_to_drop(self, rng: Rng) -> str:
-        """A quarter of the time the key, a quarter the event time, else any other required field."""
+        """A quarter of the time a key field, a quarter the event time, else any other field; always a
+        required one, since dropping an optional field would not break the event."""
         draw = rng.random()
-        if draw < 0.25:
-            return choose(rng, self._key_fields)
+        if draw < 0.25 and self._required_keys:
+            return choose(rng, self._required_keys)
         special = {self._time_field, *self._key_fields}
         others = [name for name in self._required if name not in special]
-        if draw < 0.5 or not others:
+        if (draw < 0.5 or not others) and self._time_field in self._required:
             return self._time_field
-        return choose(rng, others)
+        return choose(rng, others or self._required_keys)
 
     def _non_utf8(self, event: Event, rng: Rng) -> bytes:
         """Either latin-1 text from a legacy sender or the whole JSON sent as UTF-16 with a BOM."""
@@ -248,7 +253,7 @@ class DatasetGenerator(ABC):
             return orjson.dumps(event).decode().encode("utf-16")
         field = choose(rng, list(self.latin1_texts))
         event[field] = choose(rng, self.latin1_texts[field])
-        return orjson.dumps(event).decode().encode("latin-1")
+        return orjson.dumps(event).decode().encode("latin-1", errors="replace")
 
 
 def choose(rng: Rng, options: Sequence[Any]) -> Any:
