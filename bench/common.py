@@ -18,7 +18,8 @@ import orjson
 from archlab.core.settings import PROJECT_ROOT, Settings
 from archlab.devstack.native import NativeStack, StackConfig, free_ports
 from archlab.ingest.produce import produce_synthetic
-from archlab.kafka.clients import make_consumer, read_to_end, topic_partitions
+from archlab.kafka.clients import read_to_end, topic_partitions
+from archlab.kafka.lag import wait_caught_up
 from archlab.kafka.topics import ensure_topics
 from archlab.lake.store import ensure_bucket
 
@@ -63,26 +64,6 @@ async def consume_only_rate(settings: Settings, topic: str) -> tuple[int, float]
     return seen, time.perf_counter() - started
 
 
-async def wait_committed(
-    settings: Settings, group: str, topic: str, poll_s: float = 0.1, transactional: bool = False
-) -> None:
-    """Wait until a group has committed every record of every partition of a topic. A topic
-    written in transactions ends with a commit marker, which takes an offset but is never read."""
-    consumer = make_consumer(settings, group_id=group)
-    await consumer.start()
-    try:
-        tps = await topic_partitions(settings, topic)
-        ends = await consumer.end_offsets(tps)
-        while True:
-            committed = [await consumer.committed(tp) or 0 for tp in tps]
-            marker = 1 if transactional else 0
-            if all(c >= ends[tp] - marker for c, tp in zip(committed, tps)):
-                return
-            await asyncio.sleep(poll_s)
-    finally:
-        await consumer.stop()
-
-
 Component = Callable[[Settings, str, str], AbstractAsyncContextManager[Callable[[asyncio.Event], Awaitable[None]]]]
 
 
@@ -99,7 +80,7 @@ async def against_consume_only(events: int, label: str, target: float, component
             stop = asyncio.Event()
             started = time.perf_counter()
             task = asyncio.create_task(run(stop))
-            await wait_committed(settings, group, topic, poll_s=0.05)
+            await wait_caught_up(settings, group, [topic], poll_s=0.05)
             elapsed = time.perf_counter() - started
             stop.set()
             await task

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from archlab.contract import load_contract
 from archlab.ingest.produce import produce_synthetic
+from archlab.kafka.lag import wait_caught_up
 from archlab.pipeline.gold.stages import Aggregator, Shuffler, shuffle_topic
 from archlab.streaming.transactional import run_transactional
-from bench.common import consume_only_rate, fresh_dataset, report, throwaway_stack, wait_committed
+from bench.common import consume_only_rate, fresh_dataset, report, throwaway_stack
 from bench.silver import silver_refiner
 
 
@@ -28,7 +29,7 @@ async def measure(events: int) -> dict[str, object]:
         async with silver_refiner(settings, dataset, f"silver-{dataset}") as refine:
             stop = asyncio.Event()
             task = asyncio.create_task(refine(stop))
-            await wait_committed(settings, f"silver-{dataset}", f"{dataset}.raw")
+            await wait_caught_up(settings, f"silver-{dataset}", [f"{dataset}.raw"])
             stop.set()
             await task
         silver_records, consume_s = await consume_only_rate(settings, f"{dataset}.silver")
@@ -48,9 +49,9 @@ async def measure(events: int) -> dict[str, object]:
             asyncio.create_task(run_transactional(settings, shuffler, [f"{dataset}.silver"], f"shuffle-{dataset}", stop)),
             asyncio.create_task(run_transactional(settings, aggregator, [shuffle_topic(dataset)], f"gold-{dataset}", stop)),
         ]
-        await wait_committed(settings, f"shuffle-{dataset}", f"{dataset}.silver", poll_s=0.05, transactional=True)
+        await wait_caught_up(settings, f"shuffle-{dataset}", [f"{dataset}.silver"], poll_s=0.05)
         shuffled_s = time.perf_counter() - started
-        await wait_committed(settings, f"gold-{dataset}", shuffle_topic(dataset), poll_s=0.05, transactional=True)
+        await wait_caught_up(settings, f"gold-{dataset}", [shuffle_topic(dataset)], poll_s=0.05)
         elapsed = time.perf_counter() - started
         stop.set()
         await asyncio.gather(*stages)

@@ -43,15 +43,16 @@ import httpx
 import orjson
 import psutil
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
+from archlab.core.names import TopicKind
 from archlab.core.settings import PROJECT_ROOT, Settings
 from archlab.devstack.native import free_ports
 from archlab.ingest.generators import make_generator
 from archlab.ingest.produce import produce_synthetic
 from archlab.kafka.clients import KeyedBatchSender, make_consumer, make_producer, topic_partitions
-from archlab.kafka.topics import TOPIC_CONFIGS
+from archlab.kafka.lag import LagProbe, lag_of, settled_offsets
+from archlab.kafka.topics import create_topics, new_topic
 from bench.common import RESULTS, consume_only_rate, fresh_dataset, report, throwaway_stack
 
 SERVICES = ("bronze_sink", "silver_refiner", "gold_aggregator", "api")
@@ -135,55 +136,20 @@ def _stop(popen: subprocess.Popen[bytes], timeout: float = 20) -> None:
 
 
 # --- consumer lag --------------------------------------------------------------------------------
-class Lag:
-    """Committed offsets of consumer groups against the (read_committed) end of their input topics."""
+class Lag(LagProbe):
+    """Committed offsets of consumer groups against the (read_committed) end of their input topics,
+    and the lag series sampled for the plot."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-        self.consumer = make_consumer(settings, group_id=None)
-        self.partitions: dict[str, list[TopicPartition]] = {}
+        super().__init__(settings)
         self.series: list[tuple[float, dict[str, int]]] = []
 
-    async def __aenter__(self) -> Lag:
-        await self.admin.start()
-        await self.consumer.start()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.consumer.stop()
-        await self.admin.close()
-
-    async def _tps(self, topic: str) -> list[TopicPartition]:
-        if topic not in self.partitions:
-            self.partitions[topic] = await topic_partitions(self.settings, topic)
-        return self.partitions[topic]
-
     async def ends(self, topic: str) -> dict[TopicPartition, int]:
-        """The offset a consumer that has read everything commits, per partition. A topic written
-        only in transactions ends with a commit marker that takes an offset but is never a record's,
-        so there it is the end offset minus one (raw, sent without transactions, ends at its end)."""
-        ends = await self.consumer.end_offsets(await self._tps(topic))
-        if topic.endswith(".raw"):
-            return ends
-        return {tp: max(0, end - 1) for tp, end in ends.items()}
-
-    async def committed(self, group: str, topic: str | None = None) -> dict[TopicPartition, int]:
-        offsets = await self.admin.list_consumer_group_offsets(group)
-        return {tp: o.offset for tp, o in offsets.items() if topic is None or tp.topic == topic}
+        """The offset a consumer that has read everything of ``topic`` now commits, per partition."""
+        return settled_offsets(await self.end_offsets([topic]))
 
     async def lag(self, group: str, topic: str) -> int:
-        ends = await self.ends(topic)
-        committed = await self.committed(group, topic)
-        return sum(max(0, end - max(committed.get(tp, 0), 0)) for tp, end in ends.items())
-
-    async def wait_committed(self, group: str, ends: dict[TopicPartition, int], poll_s: float = 0.05) -> float:
-        """Until ``group`` has committed at least ``ends``; returns the moment (perf_counter)."""
-        while True:
-            committed = await self.committed(group)
-            if all(committed.get(tp, 0) >= end for tp, end in ends.items()):
-                return time.perf_counter()
-            await asyncio.sleep(poll_s)
+        return sum(lag_of(await self.ends(topic), await self.committed(group, [topic])).values())
 
     async def sample_forever(self, groups: dict[str, str], stop: asyncio.Event, origin: float) -> None:
         """Every 0.5 s: the lag of each group (name -> input topic) for the plot."""
@@ -233,21 +199,6 @@ async def send_all(settings: Settings, topic: str, batches: list[Batch]) -> floa
         return time.perf_counter() - started
     finally:
         await producer.stop()
-
-
-async def _create_topic(settings: Settings, name: str) -> None:
-    """A scratch topic like a raw one (same partitions and configs)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, settings.topic_partitions, 1, topic_configs=TOPIC_CONFIGS["raw"])])
-    finally:
-        await admin.close()
-    for _ in range(100):
-        with contextlib.suppress(LookupError):
-            await topic_partitions(settings, name)
-            return
-        await asyncio.sleep(0.1)
 
 
 # --- freshness -----------------------------------------------------------------------------------
@@ -392,7 +343,7 @@ async def _wait_ready(lag: Lag, api: str, groups: list[str], timeout: float = 12
     async with httpx.AsyncClient(timeout=2) as http:
         while time.monotonic() < deadline:
             with contextlib.suppress(KafkaError):
-                known = {entry[0] for entry in await lag.admin.list_consumer_groups()}
+                known = set(await lag.groups())
             with contextlib.suppress(httpx.HTTPError):
                 api_ready = (await http.get(f"{api}/readyz")).status_code == 200
             if api_ready and known.issuperset(groups):
@@ -457,7 +408,7 @@ async def measure(events: int, freshness_s: float, peer: bool) -> dict[str, obje
 
         # 1. the limit: the same events to a scratch topic, then read back
         limit_topic = f"{dataset}.limit"
-        await _create_topic(settings, limit_topic)
+        await create_topics(settings, [new_topic(limit_topic, settings.topic_partitions, TopicKind.RAW)])
         batches = generate(events, seed=1, start=start)
         produce_s = await send_all(settings, limit_topic, batches)
         consumed, consume_s = await consume_only_rate(settings, limit_topic)

@@ -36,6 +36,7 @@ from archlab.devstack.native import free_ports
 from archlab.ingest.generators import make_generator
 from archlab.ingest.produce import produce_synthetic
 from archlab.kafka.clients import KeyedBatchSender, make_consumer, make_producer, topic_partitions
+from archlab.lake.latest import gold_key_columns, latest_per_key_sql
 from archlab.lake.query import connect, layer_glob
 from archlab.lake.store import Lake
 from tests.integration.conftest import ARTIFACTS, ServiceProcess, read_all
@@ -61,15 +62,12 @@ class Served:
 
 def lake_gold(served: Served, aggregate: str) -> list[dict[str, Any]]:
     """The independent truth: the latest gold row per key of one aggregate, straight from the Parquet."""
-    agg = served.contract.aggregate(aggregate)
-    dims = ", ".join(agg.group_by) or "NULL"
     con = connect(served.lake)
     con.execute("SET TimeZone = 'UTC'")
+    latest = latest_per_key_sql("read_parquet(?, hive_partitioning=false)", gold_key_columns(served.contract),
+                                where="aggregate = ?")
     return con.sql(
-        f"SELECT * FROM read_parquet(?, hive_partitioning=false) WHERE aggregate = ? "
-        f"QUALIFY row_number() OVER (PARTITION BY window_start, {dims} ORDER BY revision DESC) = 1 "
-        f"ORDER BY window_start",
-        params=[layer_glob(served.lake, "gold", served.dataset), aggregate],
+        f"{latest} ORDER BY window_start", params=[layer_glob(served.lake, "gold", served.dataset), aggregate],
     ).to_arrow_table().to_pylist()
 
 

@@ -15,12 +15,13 @@ import psutil
 import pytest
 import s3fs
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from archlab.core.names import dataset_topics
 from archlab.core.settings import PROJECT_ROOT, Settings
 from archlab.devstack.native import NativeStack, StackConfig, free_ports, port_open
-from archlab.kafka.topics import TOPIC_LAYERS, ensure_topics
+from archlab.kafka.topics import create_topics, ensure_topics, new_topic
 from archlab.lake.store import ensure_bucket
 
 pytestmark = pytest.mark.integration
@@ -28,13 +29,7 @@ pytestmark = pytest.mark.integration
 
 async def _create_topic(settings: Settings, partitions: int = 2) -> str:
     topic = f"infra-{uuid.uuid4().hex[:12]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        response = await admin.create_topics([NewTopic(topic, partitions, 1)])
-        assert all(entry[1] == 0 for entry in response.topic_errors), response
-    finally:
-        await admin.close()
+    await create_topics(settings, [new_topic(topic, partitions)])
     return topic
 
 
@@ -163,7 +158,7 @@ def test_minio_data_survives_restart(stack: NativeStack, settings: Settings) -> 
 async def test_bootstrap_is_idempotent(settings: Settings) -> None:
     dataset = f"d{uuid.uuid4().hex[:10]}"
     names = await ensure_topics(settings, [dataset])
-    assert names == [f"{dataset}.{layer}" for layer in TOPIC_LAYERS]
+    assert names == dataset_topics(dataset)
     assert await ensure_topics(settings, [dataset]) == names  # existing topics are fine
     assert ensure_bucket(settings) is False  # the stack fixture created it already
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)

@@ -18,7 +18,7 @@ from archlab.pipeline.gold.stages import bucket_ms, event_ms
 from archlab.pipeline.gold.windows import PartitionWindows, iso_ms
 from archlab.pipeline.silver.refine import Refiner
 from archlab.pipeline.wire import from_wire_json, silver_json
-from tests.gold_truth import differences, gold_key, truth
+from archlab.testing.truth import differences, gold_key, truth
 from tests.unit.test_refine import raw_table
 
 CONTRACTS = PROJECT_ROOT / "contracts"

@@ -16,9 +16,8 @@ from typing import Any
 
 import structlog
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
-from archlab.kafka.clients import make_consumer
+from archlab.kafka.lag import LagProbe, caught_up, lag_of
 from archlab.lake.store import Lake
 from archlab.serving.api.settings import ApiSettings
 
@@ -40,13 +39,11 @@ def service_of(group: str, prefixes: list[str]) -> str:
     return max(matches, key=len) if matches else group
 
 
-def health_of(lag: int, rate: float | None, partitions: int) -> str:
-    """``ok`` has read everything or is moving; ``stalled`` has lag and did not move since the
-    previous sample (its service is down or stuck); ``unknown`` until there are two samples.
-
-    A transactional topic ends with a commit marker that takes an offset but is never consumed,
-    so a lag of at most one per partition counts as caught up."""
-    if lag <= partitions:
+def health_of(is_caught_up: bool, rate: float | None) -> str:
+    """``ok`` has read everything (``archlab.kafka.lag.caught_up``) or is moving; ``stalled`` has lag
+    and did not move since the previous sample (its service is down or stuck); ``unknown`` until
+    there are two samples."""
+    if is_caught_up:
         return "ok"
     if rate is None:
         return "unknown"
@@ -73,42 +70,33 @@ class PipelineMonitor:
         self.latest: dict[str, Any] = EMPTY_PIPELINE
 
     async def run(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._settings.kafka_bootstrap, request_timeout_ms=10_000)
-        consumer = make_consumer(self._settings, group_id=None)
-        await admin.start()
-        await consumer.start()
-        try:
+        async with LagProbe(self._settings) as probe:
             while True:
                 try:
-                    self.latest = await self._sample(admin, consumer)
+                    self.latest = await self._sample(probe)
                 except Exception as exc:  # a broker or S3 hiccup: report it, keep the last sample, retry
                     log.warning("pipeline sample failed", error=repr(exc))
                     self.latest = {**self.latest, "health": "unknown"}
                 await asyncio.sleep(self._settings.api_pipeline_poll_s)
-        finally:
-            await consumer.stop()
-            await admin.close()
 
-    async def _sample(self, admin: AIOKafkaAdminClient, consumer: Any) -> dict[str, Any]:
+    async def _sample(self, probe: LagProbe) -> dict[str, Any]:
         now = time.monotonic()
-        described = await admin.describe_topics(sorted(self._topics))
-        partitions = [TopicPartition(d["topic"], p["partition"])
-                      for d in described if not d.get("error_code") for p in d["partitions"]]
-        ends_by_tp = await consumer.end_offsets(partitions) if partitions else {}
+        ends_by_tp = await probe.end_offsets(self._topics)
         ends: dict[str, int] = {}
         for tp, end in ends_by_tp.items():
             ends[tp.topic] = ends.get(tp.topic, 0) + end
-        groups = await self._groups(admin)
+        groups = await self._groups(probe)
         previous = self._previous
         elapsed = now - previous.at if previous else 0.0
         committed_now: dict[tuple[str, str], int] = {}
         services: dict[str, list[dict[str, Any]]] = {}
         for group, offsets in sorted(groups.items()):
+            lags = lag_of({tp: ends_by_tp.get(tp, 0) for tp in offsets}, offsets)
             topics = []
             for topic in sorted({tp.topic for tp in offsets}):
                 tps = [tp for tp in offsets if tp.topic == topic]
                 committed = sum(offsets[tp] for tp in tps)
-                lag = sum(max(0, ends_by_tp.get(tp, 0) - offsets[tp]) for tp in tps)
+                lag = sum(lags[tp] for tp in tps)
                 committed_now[(group, topic)] = committed
                 before = previous.committed.get((group, topic)) if previous else None
                 rate = round((committed - before) / elapsed, 1) if before is not None and elapsed > 0 else None
@@ -118,7 +106,7 @@ class PipelineMonitor:
             rates = [t["events_per_s"] for t in topics if t["events_per_s"] is not None]
             rate = round(sum(rates), 1) if rates else None
             services.setdefault(service_of(group, self._prefixes), []).append({
-                "group": group, "lag": lag, "events_per_s": rate, "health": health_of(lag, rate, len(offsets)), "topics": topics,
+                "group": group, "lag": lag, "events_per_s": rate, "health": health_of(caught_up(lags), rate), "topics": topics,
             })
         topic_rows = []
         for topic in sorted(ends):
@@ -136,16 +124,14 @@ class PipelineMonitor:
             "services": service_rows, "topics": topic_rows, "lake": lake,
         }
 
-    async def _groups(self, admin: AIOKafkaAdminClient) -> dict[str, dict[TopicPartition, int]]:
+    async def _groups(self, probe: LagProbe) -> dict[str, dict[TopicPartition, int]]:
         """Groups that committed offsets on a dataset topic, with their committed offset per partition.
 
         (Group membership is not asked: aiokafka's DescribeGroups fails to decode some of Kafka 4's
         answers, so health is told by lag and progress alone.)"""
         found: dict[str, dict[TopicPartition, int]] = {}
-        for group, _ in await admin.list_consumer_groups():
-            offsets = await admin.list_consumer_group_offsets(group)
-            mine = {tp: meta.offset for tp, meta in offsets.items() if tp.topic in self._topics and meta.offset >= 0}
-            if mine:
+        for group in await probe.groups():
+            if mine := await probe.committed(group, self._topics):
                 found[group] = mine
         return found
 
