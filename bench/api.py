@@ -22,6 +22,7 @@ from pathlib import Path
 
 import aiohttp
 
+from archlab.core import names
 from archlab.core.settings import PROJECT_ROOT
 from archlab.devstack.native import free_ports
 from archlab.ingest.produce import produce_synthetic
@@ -123,7 +124,7 @@ async def _run(events: int) -> dict[str, object]:
                "LAB_DATASETS": dataset, "LAB_CONTRACTS_DIR": str(contracts), "LAB_FLUSH_INTERVAL_S": "1",
                "LAB_API_PORT": str(port), "LAB_API_HOST": "127.0.0.1", "LAB_LOG_LEVEL": "WARNING"}
         await produce_synthetic(settings, "orders", count=events, rate=0, seed=7, history=timedelta(hours=1),
-                                topic=f"{dataset}.raw")
+                                topic=names.raw_topic(dataset))
         procs = [_start(name, env, Path(folder)) for name in ("silver_refiner", "gold_aggregator", "api")]
         try:
             url = f"http://127.0.0.1:{port}/v1/datasets/{dataset}/aggregates"

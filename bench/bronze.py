@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+from archlab.core import names
 from archlab.core.settings import Settings
 from archlab.kafka.clients import make_consumer
 from archlab.lake.store import Lake
@@ -22,7 +23,7 @@ async def bronze_sink(settings: Settings, dataset: str, group: str) -> AsyncIter
     consumer = make_consumer(settings, group_id=group)
     sink = LakeSink(consumer, Lake.from_settings(settings), BronzeEncoder(), group_id=group,
                     policy=RollPolicy(settings.flush_records, settings.flush_bytes, 1.0))
-    consumer.subscribe([f"{dataset}.raw"], listener=sink.listener)
+    consumer.subscribe([names.raw_topic(dataset)], listener=sink.listener)
     await consumer.start()
     try:
         yield sink.run

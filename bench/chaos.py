@@ -44,6 +44,7 @@ from typing import Any
 import orjson
 
 from archlab.contract import Contract, load_contract, quote
+from archlab.core.names import gold_topic, group, quarantine_topic, raw_topic, silver_topic, table_path
 from archlab.core.settings import PROJECT_ROOT, Settings
 from archlab.devstack.native import NativeStack
 from archlab.ingest.generators import INJECTED_HEADER
@@ -175,9 +176,9 @@ def service_env(settings: Settings, datasets: list[str], contracts: Path, run: s
         "LAB_BUCKET": settings.bucket,
         "LAB_DATASETS": ",".join(datasets),
         "LAB_CONTRACTS_DIR": str(contracts),
-        "LAB_BRONZE_GROUP": f"bronze-{run}",
-        "LAB_SILVER_GROUP": f"silver-{run}",
-        "LAB_GOLD_GROUP": f"gold-{run}",
+        "LAB_BRONZE_GROUP": group("bronze", run),
+        "LAB_SILVER_GROUP": group("silver", run),
+        "LAB_GOLD_GROUP": group("gold", run),
         "LAB_INSTANCE_ID": "chaos",
         "LAB_METRICS_PORT": "0",
         "LAB_FLUSH_INTERVAL_S": "2",
@@ -311,7 +312,7 @@ async def run_chaos(plan: Plan, stack: NativeStack, settings: Settings, say: Say
             return add
 
         producers = [asyncio.create_task(produce_synthetic(
-            settings, datasets[name], count=per_dataset, rate=rate, seed=plan.seed + i, topic=f"{name}.raw",
+            settings, datasets[name], count=per_dataset, rate=rate, seed=plan.seed + i, topic=raw_topic(name),
             progress=progress(name))) for i, name in enumerate(names)]
         watcher = asyncio.create_task(controller.watch())
         disruption = asyncio.create_task(controller.disrupt())
@@ -402,7 +403,7 @@ class Verifier:
         for name in self.datasets:
             digests: dict[int, bytes] = {}
             dups: set[int] = set()
-            async for records in read_to_end(self.settings, await topic_partitions(self.settings, f"{name}.raw")):
+            async for records in read_to_end(self.settings, await topic_partitions(self.settings, raw_topic(name))):
                 for r in records:
                     pos = _pos(r.partition, r.offset)
                     digests[pos] = hashlib.md5(r.value).digest()
@@ -415,7 +416,7 @@ class Verifier:
 
     # -- lake readers (a lake read racing a sink that replaces an object is retried by the caller)
     def _has(self, layer: str, name: str) -> bool:
-        return any(k.endswith(".parquet") for k in self.lake.list(f"{layer}/{name}"))
+        return any(k.endswith(".parquet") for k in self.lake.list(table_path(layer, name)))
 
     def _count(self, layer: str, name: str) -> int:
         if not self._has(layer, name):
@@ -461,7 +462,7 @@ class Verifier:
 
     async def gold_topic_differences(self, name: str) -> list[str]:
         contract: Contract = self.contracts[name]
-        latest = {r.key: orjson.loads(r.value) for r in await read_all(self.settings, f"{name}.gold")}
+        latest = {r.key: orjson.loads(r.value) for r in await read_all(self.settings, gold_topic(name))}
         expected = await asyncio.to_thread(self._truth, name)
         return differences(expected, {gold_key(v, contract): v for v in latest.values()})
 
@@ -561,13 +562,13 @@ class Verifier:
     async def _silver_topic_check(self, name: str, title: str) -> Check:
         positions = []
         silver = 0
-        for topic, p, o in ((f"{name}.silver", "_source_partition", "_source_offset"),
-                            (f"{name}.quarantine", "source_partition", "source_offset")):
+        for topic, p, o in ((silver_topic(name), "_source_partition", "_source_offset"),
+                            (quarantine_topic(name), "source_partition", "source_offset")):
             async for records in read_to_end(self.settings, await topic_partitions(self.settings, topic)):
                 for r in records:
                     row = orjson.loads(r.value)
                     positions.append(_pos(row[p], row[o]))
-            if topic.endswith(".silver"):
+            if topic == silver_topic(name):
                 silver = len(positions)
         self.counts[f"{name}_silver"] = silver
         self.counts[f"{name}_quarantine"] = len(positions) - silver

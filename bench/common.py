@@ -15,6 +15,7 @@ from pathlib import Path
 
 import orjson
 
+from archlab.core import names
 from archlab.core.settings import PROJECT_ROOT, Settings
 from archlab.devstack.native import NativeStack, StackConfig, free_ports
 from archlab.ingest.produce import produce_synthetic
@@ -72,10 +73,10 @@ async def against_consume_only(events: int, label: str, target: float, component
     compare its rate with a bare aiokafka read of the same topic in the same run."""
     with throwaway_stack() as (_, settings):
         dataset = await fresh_dataset(settings)
-        topic = f"{dataset}.raw"
+        topic = names.raw_topic(dataset)
         produced = await produce_synthetic(settings, "orders", count=events, rate=0, seed=1, topic=topic)
         consumed, consume_s = await consume_only_rate(settings, topic)
-        group = f"{label}-{dataset}"
+        group = names.group(label, dataset)
         async with component(settings, dataset, group) as run:
             stop = asyncio.Event()
             started = time.perf_counter()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import orjson
 
+from archlab.core import names
 from archlab.core.settings import PROJECT_ROOT, Settings
 from archlab.ingest.produce import produce_synthetic
 from bench.common import consume_only_rate, fresh_dataset, report, throwaway_stack
@@ -54,7 +55,7 @@ def _worker(bootstrap: str, topic: str, events: int, datadir: str, result: str) 
 async def _measure(events: int) -> dict[str, object]:
     with throwaway_stack() as (_, settings):
         dataset = await fresh_dataset(settings)
-        topic = f"{dataset}.raw"
+        topic = names.raw_topic(dataset)
         await produce_synthetic(settings, "orders", count=events, rate=0, seed=1, topic=topic)
         consumed, consume_s = await consume_only_rate(settings, topic)
         faust = await asyncio.to_thread(_run_worker, settings, topic, events)

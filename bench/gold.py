@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 
 from archlab.contract import load_contract
+from archlab.core import names
 from archlab.ingest.produce import produce_synthetic
 from archlab.kafka.lag import wait_caught_up
-from archlab.pipeline.gold.stages import Aggregator, Shuffler, shuffle_topic
+from archlab.pipeline.gold.stages import Aggregator, Shuffler
 from archlab.streaming.transactional import run_transactional
 from bench.common import consume_only_rate, fresh_dataset, report, throwaway_stack
 from bench.silver import silver_refiner
@@ -25,33 +26,35 @@ from bench.silver import silver_refiner
 async def measure(events: int) -> dict[str, object]:
     with throwaway_stack() as (_, settings):
         dataset = await fresh_dataset(settings)
-        await produce_synthetic(settings, "orders", count=events, rate=0, seed=1, topic=f"{dataset}.raw")
-        async with silver_refiner(settings, dataset, f"silver-{dataset}") as refine:
+        raw, silver, shuffle = names.raw_topic(dataset), names.silver_topic(dataset), names.gold_shuffle_topic(dataset)
+        silver_group, shuffle_group, gold_group = (names.group(stage, dataset) for stage in ("silver", "shuffle", "gold"))
+        await produce_synthetic(settings, "orders", count=events, rate=0, seed=1, topic=raw)
+        async with silver_refiner(settings, dataset, silver_group) as refine:
             stop = asyncio.Event()
             task = asyncio.create_task(refine(stop))
-            await wait_caught_up(settings, f"silver-{dataset}", [f"{dataset}.raw"])
+            await wait_caught_up(settings, silver_group, [raw])
             stop.set()
             await task
-        silver_records, consume_s = await consume_only_rate(settings, f"{dataset}.silver")
+        silver_records, consume_s = await consume_only_rate(settings, silver)
         contract = load_contract(settings.contracts_dir / "orders.yaml").model_copy(update={"dataset": dataset})
         contracts = {dataset: contract}
         stop = asyncio.Event()
         state = Path(tempfile.mkdtemp(prefix="lab-bench-gold-state-"))
         started = time.perf_counter()
         def shuffler(consumer, producer) -> Shuffler:  # type: ignore[no-untyped-def]
-            return Shuffler(contracts, consumer, producer, group_id=f"shuffle-{dataset}", max_batch=20_000)
+            return Shuffler(contracts, consumer, producer, group_id=shuffle_group, max_batch=20_000)
 
         def aggregator(consumer, producer) -> Aggregator:  # type: ignore[no-untyped-def]
-            return Aggregator(settings, contracts, consumer, producer, group_id=f"gold-{dataset}", max_batch=20_000,
+            return Aggregator(settings, contracts, consumer, producer, group_id=gold_group, max_batch=20_000,
                               state_dir=state)
 
         stages = [
-            asyncio.create_task(run_transactional(settings, shuffler, [f"{dataset}.silver"], f"shuffle-{dataset}", stop)),
-            asyncio.create_task(run_transactional(settings, aggregator, [shuffle_topic(dataset)], f"gold-{dataset}", stop)),
+            asyncio.create_task(run_transactional(settings, shuffler, [silver], shuffle_group, stop)),
+            asyncio.create_task(run_transactional(settings, aggregator, [shuffle], gold_group, stop)),
         ]
-        await wait_caught_up(settings, f"shuffle-{dataset}", [f"{dataset}.silver"], poll_s=0.05)
+        await wait_caught_up(settings, shuffle_group, [silver], poll_s=0.05)
         shuffled_s = time.perf_counter() - started
-        await wait_caught_up(settings, f"gold-{dataset}", [shuffle_topic(dataset)], poll_s=0.05)
+        await wait_caught_up(settings, gold_group, [shuffle], poll_s=0.05)
         elapsed = time.perf_counter() - started
         stop.set()
         await asyncio.gather(*stages)

@@ -45,6 +45,7 @@ import psutil
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
+from archlab.core import names
 from archlab.core.names import TopicKind
 from archlab.core.settings import PROJECT_ROOT, Settings
 from archlab.devstack.native import free_ports
@@ -239,7 +240,7 @@ async def freshness(settings: Settings, dataset: str, api: str, rate: float, sec
                 per_window[window] = per_window.get(window, 0) + 1
                 nth = per_window[window]
                 started = time.perf_counter()
-                await producer.send_and_wait(f"{dataset}.raw", value, key=key)
+                await producer.send_and_wait(names.raw_topic(dataset), value, key=key)
                 sent.append((window, nth, started, orjson.loads(value)["event_id"]))
                 n += 1
                 await asyncio.sleep(MARKER_EVERY_S)
@@ -269,27 +270,28 @@ async def freshness(settings: Settings, dataset: str, api: str, rate: float, sec
                 fetched = await consumer.getmany(timeout_ms=100)
                 now = time.perf_counter()
                 for tp, records in fetched.items():
-                    stage = tp.topic.rsplit(".", 1)[1]
+                    stage = names.kind_of(tp.topic)
                     for record in records:
                         if record.value is None or needle not in record.value:
                             continue
                         row = orjson.loads(record.value)
-                        if stage == "gold":
+                        if stage is TopicKind.GOLD:
                             if row.get("aggregate") == "by_country_1m":
                                 gold_counts.append((now, window_ms(row["window_start"]), row.get("events") or 0))
                         else:
-                            seen["silver" if stage == "silver" else "shuffle"].setdefault(row["event_id"], now)
+                            seen["silver" if stage is TopicKind.SILVER else "shuffle"].setdefault(row["event_id"], now)
         finally:
             await consumer.stop()
 
     async def load() -> object:
         try:
             return await produce_synthetic(settings, "orders", count=0, rate=rate, seed=2, duration=seconds,
-                                           topic=f"{dataset}.raw")
+                                           topic=names.raw_topic(dataset))
         finally:
             done_sending.set()
 
-    tps = [tp for topic in ("silver", "gold-shuffle", "gold") for tp in await topic_partitions(settings, f"{dataset}.{topic}")]
+    tps = [tp for kind in (TopicKind.SILVER, TopicKind.GOLD_SHUFFLE, TopicKind.GOLD)
+           for tp in await topic_partitions(settings, names.topic(dataset, kind))]
     tracer = asyncio.create_task(trace(tps))
     await asyncio.sleep(1)  # the tracer is at the end of its topics
     poller = asyncio.create_task(poll())
@@ -396,7 +398,7 @@ async def measure(events: int, freshness_s: float, peer: bool) -> dict[str, obje
         shutil.rmtree(logs, ignore_errors=True)
         logs.mkdir(parents=True)
         dataset = await fresh_dataset(settings)
-        raw = f"{dataset}.raw"
+        raw, silver, shuffle = names.raw_topic(dataset), names.silver_topic(dataset), names.gold_shuffle_topic(dataset)
         start = datetime.now(UTC) - timedelta(seconds=events / SEND_EVENTS_PER_S)
         procs = Processes()
         procs.add("bench (producer, samplers)", os.getpid()).children = False
@@ -428,14 +430,15 @@ async def measure(events: int, freshness_s: float, peer: bool) -> dict[str, obje
             popens[name] = _start(name, {**env, "LAB_METRICS_PORT": str(port)}, logs)
             procs.add(name, popens[name].pid, popens[name])
         api = f"http://127.0.0.1:{api_port}"
-        groups = {"bronze_sink": raw, "silver_refiner": raw, "gold_aggregator-shuffle": f"{dataset}.silver",
-                  "gold_aggregator": f"{dataset}.gold-shuffle", "silver_refiner-silver-lake": f"{dataset}.silver",
-                  "gold_aggregator-gold-lake": f"{dataset}.gold"}
+        shuffle_group = names.group("gold_aggregator", "shuffle")
+        groups = {"bronze_sink": raw, "silver_refiner": raw, shuffle_group: silver, "gold_aggregator": shuffle,
+                  names.group("silver_refiner", "silver", "lake"): silver,
+                  names.group("gold_aggregator", "gold", "lake"): names.gold_topic(dataset)}
         stop_sampling = asyncio.Event()
         result: dict[str, object] = {}
         try:
             async with Lag(settings) as lag:
-                await _wait_ready(lag, api, ["bronze_sink", "silver_refiner", "gold_aggregator-shuffle", "gold_aggregator"])
+                await _wait_ready(lag, api, ["bronze_sink", "silver_refiner", shuffle_group, "gold_aggregator"])
                 origin = time.perf_counter()
                 samplers = [asyncio.create_task(lag.sample_forever(groups, stop_sampling, origin)),
                             asyncio.create_task(procs.run(stop_sampling))]
@@ -451,9 +454,9 @@ async def measure(events: int, freshness_s: float, peer: bool) -> dict[str, obje
                 raw_ends = await lag.ends(raw)
                 bronze = asyncio.create_task(lag.wait_committed("bronze_sink", raw_ends))
                 t_silver = await lag.wait_committed("silver_refiner", raw_ends)
-                silver_ends = await lag.ends(f"{dataset}.silver")
-                t_shuffle = await lag.wait_committed("gold_aggregator-shuffle", silver_ends)
-                shuffle_ends = await lag.ends(f"{dataset}.gold-shuffle")
+                silver_ends = await lag.ends(silver)
+                t_shuffle = await lag.wait_committed(shuffle_group, silver_ends)
+                shuffle_ends = await lag.ends(shuffle)
                 t_gold = await lag.wait_committed("gold_aggregator", shuffle_ends)
                 t_bronze = await bronze
                 cpu_after = procs.cpu()

@@ -35,6 +35,7 @@ from quixstreams import Application
 from quixstreams.dataframe.windows import Count, Sum
 
 from archlab.contract import load_contract
+from archlab.core import names
 from archlab.core.settings import PROJECT_ROOT
 
 FUTURE_TOLERANCE_MS = 10 * 60 * 1000
@@ -145,9 +146,9 @@ def _quiet(*_args: Any, **_kwargs: Any) -> bool:
 def build(app: Application, topic: str, prefix: str, contract_path: Path) -> None:
     validate = Validator(contract_path)
     raw = app.topic(topic, value_deserializer="bytes", key_deserializer="bytes")
-    silver = app.topic(f"{prefix}.silver", value_serializer="json", key_serializer="bytes")
-    quarantine = app.topic(f"{prefix}.quarantine", value_serializer="json", key_serializer="bytes")
-    gold = app.topic(f"{prefix}.gold", value_serializer="json")
+    silver = app.topic(names.silver_topic(prefix), value_serializer="json", key_serializer="bytes")
+    quarantine = app.topic(names.quarantine_topic(prefix), value_serializer="json", key_serializer="bytes")
+    gold = app.topic(names.gold_topic(prefix), value_serializer="json")
 
     def dedup(row: dict[str, Any], state: Any) -> bool:
         if state.exists(row["event_id"]):
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--topic", required=True, help="the raw topic to read")
-    parser.add_argument("--prefix", required=True, help="output topics are <prefix>.silver/.quarantine/.gold")
+    parser.add_argument("--prefix", required=True, help="names the output topics as if it were a dataset: its silver, quarantine and gold topics")
     parser.add_argument("--group", required=True, help="consumer group (also the state's name)")
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--guarantee", default="exactly-once", choices=["exactly-once", "at-least-once"])

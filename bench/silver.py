@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from archlab.contract import load_contract
+from archlab.core import names
 from archlab.core.settings import Settings
 from archlab.kafka.clients import make_consumer, make_producer
 from archlab.pipeline.silver.stage import SilverRefiner
@@ -22,11 +23,11 @@ async def silver_refiner(
 ) -> AsyncIterator[Callable[[asyncio.Event], Awaitable[None]]]:
     orders = load_contract(settings.contracts_dir / "orders.yaml")
     contracts = {dataset: orders.model_copy(update={"dataset": dataset})}
-    producer = make_producer(settings, transactional_id=f"{group}-bench")
+    producer = make_producer(settings, transactional_id=names.group(group, "bench"))
     consumer = make_consumer(settings, group_id=group)
     await producer.start()
     refiner = SilverRefiner(settings, contracts, consumer, producer, group_id=group, max_batch=20_000)
-    consumer.subscribe([f"{dataset}.raw"], listener=refiner.listener)
+    consumer.subscribe([names.raw_topic(dataset)], listener=refiner.listener)
     await consumer.start()
     try:
         yield refiner.run

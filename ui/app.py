@@ -14,6 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from archlab.core.settings import ConfigurationError, load_settings
+from archlab.core.names import dataset_of
 from ui.client import ApiClient, ApiUnavailable
 from ui.settings import UiSettings
 
@@ -111,7 +112,7 @@ def pipeline_health(dataset: str, latest: datetime | None) -> None:
     for service in pipeline["services"]:
         for group in service["groups"]:
             for topic in group["topics"]:
-                if topic["topic"].startswith(f"{dataset}."):
+                if dataset_of(topic["topic"]) == dataset:
                     lag[topic["layer"]] = lag.get(topic["layer"], 0) + topic["lag"]
     for topic in pipeline["topics"]:
         if topic["dataset"] == dataset and topic["events_per_s"] is not None:

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import structlog
 
 from archlab.contract import Contract
+from archlab.core import names
 from archlab.core.settings import Settings
 from archlab.ingest.generators import DirtyRates, make_generator
 from archlab.kafka.clients import KeyedBatchSender, make_producer
@@ -93,7 +94,7 @@ async def produce_synthetic(
             yield [(r.key, r.value, r.headers) for r in generator.batch(size)]
             sent += size
 
-    return await _send(settings, topic or f"{dataset}.raw", batches(), _Pacer(rate).wait_for, stop, progress)
+    return await _send(settings, topic or names.raw_topic(dataset), batches(), _Pacer(rate).wait_for, stop, progress)
 
 
 async def _send(
@@ -215,4 +216,4 @@ async def replay_file(
         if delay > 0:
             await asyncio.sleep(delay)
 
-    return await _send(settings, f"{contract.dataset}.raw", encoded(), pace, stop, progress)
+    return await _send(settings, names.raw_topic(contract.dataset), encoded(), pace, stop, progress)

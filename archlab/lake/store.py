@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import logging
-from datetime import datetime
 from pathlib import Path
 
 import fsspec
@@ -24,7 +23,6 @@ from archlab.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-LAYERS = ("bronze", "silver", "quarantine", "gold")
 CALENDAR_SECONDS = (-62_135_596_800, 253_402_300_800)
 """Epoch seconds of 0001-01-01T00:00Z and of 10000-01-01T00:00Z (excluded): the instants a ``dt=`` folder,
 Python and DuckDB can all hold. A Kafka timestamp is any int64 its producer chose, so it may lie outside."""
@@ -110,13 +108,6 @@ class Lake:
             return []
         offset = len(self.root) + 1
         return sorted(path[offset:] for path in paths)
-
-
-
-def partition_folder(layer: str, dataset: str, moment: datetime, subdir: str | None = None) -> str:
-    """Hive-style folder of a layer: ``<layer>/<dataset>[/<subdir>]/dt=YYYY-MM-DD/hour=HH``."""
-    base = f"{layer}/{dataset}" if subdir is None else f"{layer}/{dataset}/{subdir}"
-    return f"{base}/dt={moment.year:04d}-{moment:%m-%d}/hour={moment:%H}"  # %Y gives "1" for year 1
 
 
 def clamp_to_calendar(stamps: pa.Array | pa.ChunkedArray) -> tuple[pa.Array | pa.ChunkedArray, pa.Array | pa.ChunkedArray]:

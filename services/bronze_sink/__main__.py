@@ -7,6 +7,7 @@ import asyncio
 
 from pydantic import Field
 
+from archlab.core import names
 from archlab.core.service import run_service
 from archlab.core.settings import Settings
 from archlab.pipeline.bronze import BronzeEncoder
@@ -18,7 +19,7 @@ class BronzeSettings(Settings):
 
 
 async def main(settings: BronzeSettings, stop: asyncio.Event) -> None:
-    topics = [f"{dataset}.raw" for dataset in settings.datasets]
+    topics = [names.raw_topic(dataset) for dataset in settings.datasets]
     await land(settings, BronzeEncoder(), topics, settings.bronze_group, stop)
 
 

@@ -13,11 +13,12 @@ from pathlib import Path
 from pydantic import Field
 
 from archlab.contract import load_contracts
+from archlab.core import names
 from archlab.core.service import run_service, run_together
 from archlab.core.settings import PROJECT_ROOT, Settings
 from archlab.lake.store import Lake
 from archlab.pipeline.gold.compaction import compact_forever
-from archlab.pipeline.gold.stages import Aggregator, GoldEncoder, Shuffler, shuffle_topic, with_aggregates
+from archlab.pipeline.gold.stages import Aggregator, GoldEncoder, Shuffler, with_aggregates
 from archlab.streaming.lake_sink import land
 from archlab.streaming.transactional import run_transactional
 
@@ -35,9 +36,10 @@ async def main(settings: GoldSettings, stop: asyncio.Event) -> None:
     if not contracts:
         raise SystemExit("gold_aggregator: no configured dataset has aggregates in its contract")
     group = settings.gold_group
+    shuffle_group = names.group(group, "shuffle")
 
     def shuffler(consumer, producer) -> Shuffler:  # type: ignore[no-untyped-def]
-        return Shuffler(contracts, consumer, producer, group_id=f"{group}-shuffle", max_batch=settings.gold_batch)
+        return Shuffler(contracts, consumer, producer, group_id=shuffle_group, max_batch=settings.gold_batch)
 
     def aggregator(consumer, producer) -> Aggregator:  # type: ignore[no-untyped-def]
         return Aggregator(settings, contracts, consumer, producer, group_id=group, max_batch=settings.gold_batch,
@@ -45,9 +47,10 @@ async def main(settings: GoldSettings, stop: asyncio.Event) -> None:
 
     await run_together(
         stop,
-        run_transactional(settings, shuffler, [f"{d}.silver" for d in contracts], f"{group}-shuffle", stop),
-        run_transactional(settings, aggregator, [shuffle_topic(d) for d in contracts], group, stop),
-        land(settings, GoldEncoder(contracts), [f"{d}.gold" for d in contracts], f"{group}-gold-lake", stop),
+        run_transactional(settings, shuffler, [names.silver_topic(d) for d in contracts], shuffle_group, stop),
+        run_transactional(settings, aggregator, [names.gold_shuffle_topic(d) for d in contracts], group, stop),
+        land(settings, GoldEncoder(contracts), [names.gold_topic(d) for d in contracts], names.group(group, "gold", "lake"),
+             stop),
         compact_forever(Lake.from_settings(settings), contracts, settings.compaction_interval_s, stop),
     )
 

@@ -1,8 +1,6 @@
-"""producer: sends a synthetic stream (with a few % of injected dirty records) to `<dataset>.raw`
-for every configured dataset, at LAB_PRODUCER_RATE events/s each, until stopped; on SIGTERM it
-flushes what is in flight and logs a summary (sent, failed, rate). Any dataset with a contract in
-LAB_CONTRACTS_DIR works: orders and sensors have realistic hand-written generators, any other
-dataset gets the generic one drawn from its contract."""
+"""producer: sends a realistic synthetic stream (with a few % of injected dirty records) to
+`<dataset>.raw` for every configured dataset, at LAB_PRODUCER_RATE events/s each, until stopped;
+on SIGTERM it flushes what is in flight and logs a summary (sent, failed, rate)."""
 
 from __future__ import annotations
 

@@ -10,6 +10,8 @@ import asyncio
 from pydantic import Field
 
 from archlab.contract import load_contracts
+from archlab.core import names
+from archlab.core.names import TopicKind
 from archlab.core.service import run_service, run_together
 from archlab.core.settings import Settings
 from archlab.pipeline.silver.stage import SilverRefiner
@@ -30,15 +32,15 @@ async def main(settings: SilverSettings, stop: asyncio.Event) -> None:
     def refiner(consumer, producer) -> SilverRefiner:  # type: ignore[no-untyped-def]
         return SilverRefiner(settings, contracts, consumer, producer, group_id=group, max_batch=settings.refine_batch)
 
-    def topics(suffix: str) -> list[str]:
-        return [f"{dataset}.{suffix}" for dataset in settings.datasets]
+    def topics(kind: TopicKind) -> list[str]:
+        return [names.topic(dataset, kind) for dataset in settings.datasets]
 
     await run_together(
         stop,
-        run_transactional(settings, refiner, topics("raw"), group, stop),
-        land(settings, SilverEncoder(contracts), topics("silver"), f"{group}-silver-lake", stop),
-        land(settings, QuarantineEncoder(), topics("quarantine"), f"{group}-quarantine-lake", stop),
-        land(settings, DqEncoder(), topics("dq"), f"{group}-dq-lake", stop),
+        run_transactional(settings, refiner, topics(TopicKind.RAW), group, stop),
+        land(settings, SilverEncoder(contracts), topics(TopicKind.SILVER), names.group(group, "silver", "lake"), stop),
+        land(settings, QuarantineEncoder(), topics(TopicKind.QUARANTINE), names.group(group, "quarantine", "lake"), stop),
+        land(settings, DqEncoder(), topics(TopicKind.DQ), names.group(group, "dq", "lake"), stop),
     )
 
 

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
+from archlab.core import names
 from archlab.core.settings import PROJECT_ROOT, Settings
 from archlab.devstack.native import free_ports
 from archlab.ingest.produce import produce_synthetic
@@ -44,7 +45,7 @@ async def dashboard(settings: Settings, tmp_path_factory: pytest.TempPathFactory
     dataset = await copy_contract(settings, folder, "orders")
     history = timedelta(minutes=8)
     sent = await produce_synthetic(settings, "orders", count=3_000, rate=0, seed=71, history=history,
-                                   topic=f"{dataset}.raw")
+                                   topic=names.raw_topic(dataset))
     assert sent.sent == 3_000 and sent.failed == 0
     api_port, ui_port = free_ports(2)
     env = {**os.environ, "LAB_DATASETS": dataset, "LAB_CONTRACTS_DIR": str(folder),

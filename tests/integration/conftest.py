@@ -19,6 +19,7 @@ import duckdb
 import pytest
 from aiokafka.structs import ConsumerRecord
 
+from archlab.core import names
 from archlab.core.settings import PROJECT_ROOT, Settings
 from archlab.kafka.clients import read_to_end, topic_partitions
 from archlab.kafka.topics import ensure_topics
@@ -133,7 +134,7 @@ async def read_all(settings: Settings, topic: str) -> list[ConsumerRecord]:
 
 def bronze_rows(lake: Lake, dataset: str) -> list[tuple[int, int, bytes]]:
     """(partition, offset, value) of every bronze row of a dataset, duplicates included."""
-    if not [k for k in lake.list(f"bronze/{dataset}") if k.endswith(".parquet")]:
+    if not [k for k in lake.list(names.table_path("bronze", dataset)) if k.endswith(".parquet")]:
         return []
     return connect(lake).execute(
         'SELECT "partition", "offset", "value" FROM read_parquet(?, hive_partitioning=false)',

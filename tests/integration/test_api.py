@@ -31,6 +31,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from archlab.contract import Contract, load_contract
+from archlab.core import names
 from archlab.core.settings import Settings
 from archlab.devstack.native import free_ports
 from archlab.ingest.generators import make_generator
@@ -74,7 +75,7 @@ def lake_gold(served: Served, aggregate: str) -> list[dict[str, Any]]:
 async def topic_latest(settings: Settings, dataset: str) -> dict[bytes, int]:
     """Latest revision per key on the (compacted) gold topic."""
     latest: dict[bytes, int] = {}
-    for record in await read_all(settings, f"{dataset}.gold"):
+    for record in await read_all(settings, names.gold_topic(dataset)):
         latest[record.key] = max(latest.get(record.key, -1), orjson.loads(record.value)["revision"])
     return latest
 
@@ -93,7 +94,7 @@ async def wait_settled(served: Served, timeout: float) -> None:
     previous = None
     while time.monotonic() < deadline:
         topic = await topic_latest(served.settings, served.dataset)
-        objects = [k for k in served.lake.list(f"gold/{served.dataset}") if k.endswith(".parquet")]
+        objects = [k for k in served.lake.list(names.table_path("gold", served.dataset)) if k.endswith(".parquet")]
         try:
             lake = lake_latest(served) if objects else {}
         except duckdb.Error:  # an object compacted away between listing and reading: not settled yet
@@ -125,7 +126,7 @@ async def served(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
     dataset = await copy_contract(settings, folder, "orders")
     history = timedelta(minutes=HISTORY_MINUTES)
     sent = await produce_synthetic(settings, "orders", count=6_000, rate=0, seed=61, history=history,
-                                   topic=f"{dataset}.raw")
+                                   topic=names.raw_topic(dataset))
     assert sent.sent == 6_000 and sent.failed == 0
     env = {"LAB_DATASETS": dataset, "LAB_CONTRACTS_DIR": str(folder), "LAB_SILVER_GROUP": f"silver-{dataset}",
            "LAB_GOLD_GROUP": f"gold-{dataset}", "LAB_INSTANCE_ID": "api-test", "LAB_FLUSH_INTERVAL_S": "1",
@@ -295,14 +296,14 @@ async def test_pipeline_reports_lag_and_lake_objects(served: Served, client: htt
     groups = {g["group"]: g for s in body["services"] for g in s["groups"]}
     refiner = groups[f"silver-{served.dataset}"]
     assert refiner["lag"] == 0 and refiner["health"] == "ok"
-    raw_end = sum((await _ends(served.settings, f"{served.dataset}.raw")).values())
-    assert {t["topic"]: t["committed"] for t in refiner["topics"]}[f"{served.dataset}.raw"] == raw_end
+    raw_end = sum((await _ends(served.settings, names.raw_topic(served.dataset))).values())
+    assert {t["topic"]: t["committed"] for t in refiner["topics"]}[names.raw_topic(served.dataset)] == raw_end
     lake = {(row["layer"]): row for row in body["lake"]}
     modified = {k: served.lake.fs.info(served.lake.path(k))["LastModified"]
-                for k in served.lake.list(f"silver/{served.dataset}")}
+                for k in served.lake.list(names.table_path("silver", served.dataset))}
     newest = {k for k, at in modified.items() if at == max(modified.values())}  # S3 times are to the second
     assert lake["silver"]["last_object"] in newest
-    assert lake["gold"]["objects"] == len([k for k in served.lake.list(f"gold/{served.dataset}") if k.endswith(".parquet")])
+    assert lake["gold"]["objects"] == len([k for k in served.lake.list(names.table_path("gold", served.dataset)) if k.endswith(".parquet")])
 
 
 async def _ends(settings: Settings, topic: str) -> dict[Any, int]:
@@ -355,7 +356,7 @@ async def test_gold_updates_are_visible_within_two_seconds(served: Served) -> No
     path = f"/v1/datasets/{dataset}/aggregates/{aggregate}"
     tail = make_consumer(served.settings, group_id=None)
     await tail.start()
-    partitions = await topic_partitions(served.settings, f"{dataset}.gold")
+    partitions = await topic_partitions(served.settings, names.gold_topic(dataset))
     tail.assign(partitions)
     await tail.seek_to_end(*partitions)
     for tp in partitions:
@@ -434,7 +435,7 @@ async def _produce_now(settings: Settings, dataset: str) -> None:
     producer = make_producer(settings)
     await producer.start()
     try:
-        sender = await KeyedBatchSender.for_topic(producer, f"{dataset}.raw")
+        sender = await KeyedBatchSender.for_topic(producer, names.raw_topic(dataset))
         generator = make_generator("orders", seed=1000, start=datetime.now(UTC), events_per_second=50)
         for _ in range(8):
             for record in generator.batch(50):

@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from archlab.core import names
 from archlab.core.settings import Settings
 from archlab.ingest.generators import DIRTY_KINDS, DirtyRates
 from archlab.ingest.produce import produce_synthetic
@@ -40,7 +41,7 @@ async def _land_in_process(settings: Settings, lake: Lake, dataset: str, expecte
     group = f"bronze-{dataset}"
     consumer = make_consumer(settings, group_id=group)
     sink = LakeSink(consumer, lake, BronzeEncoder(), group_id=group, policy=RollPolicy(1_000, 1 << 20, 1.0))
-    consumer.subscribe([f"{dataset}.raw"], listener=sink.listener)
+    consumer.subscribe([names.raw_topic(dataset)], listener=sink.listener)
     await consumer.start()
     stop = asyncio.Event()
     task = asyncio.create_task(sink.run(stop))
@@ -54,16 +55,16 @@ async def _land_in_process(settings: Settings, lake: Lake, dataset: str, expecte
 
 async def test_every_raw_record_lands_once_byte_identical(settings: Settings, lake: Lake, fresh_dataset: str) -> None:
     summary = await produce_synthetic(
-        settings, "orders", count=8_000, rate=0, seed=7, dirty=EVERY_KIND, topic=f"{fresh_dataset}.raw"
+        settings, "orders", count=8_000, rate=0, seed=7, dirty=EVERY_KIND, topic=names.raw_topic(fresh_dataset)
     )
     assert summary.sent == 8_000 and summary.failed == 0
-    sent = await read_topic(settings, f"{fresh_dataset}.raw")
+    sent = await read_topic(settings, names.raw_topic(fresh_dataset))
     assert len(sent) == 8_000
 
     await _land_in_process(settings, lake, fresh_dataset, len(sent))
 
     assert_exactly_once(bronze_rows(lake, fresh_dataset), sent)
-    keys = [k for k in lake.list(f"bronze/{fresh_dataset}") if k.endswith(".parquet")]
+    keys = [k for k in lake.list(names.table_path("bronze", fresh_dataset)) if k.endswith(".parquet")]
     assert keys and all(OBJECT_KEY.match(k) for k in keys), keys[:3]
     injected = {
         row[0]
@@ -78,13 +79,13 @@ async def test_every_raw_record_lands_once_byte_identical(settings: Settings, la
 async def test_uncommitted_flush_is_undone_not_duplicated(settings: Settings, lake: Lake, fresh_dataset: str) -> None:
     """A flush written but never committed (a crash between write and commit) is replaced, not doubled."""
     await produce_synthetic(settings, "orders", count=3_000, rate=0, seed=3, dirty=DirtyRates.clean(),
-                            topic=f"{fresh_dataset}.raw")
-    sent = await read_topic(settings, f"{fresh_dataset}.raw")
+                            topic=names.raw_topic(fresh_dataset))
+    sent = await read_topic(settings, names.raw_topic(fresh_dataset))
     group = f"bronze-{fresh_dataset}"
 
     consumer = make_consumer(settings, group_id=group)
     crashing = LakeSink(consumer, lake, BronzeEncoder(), group_id=group, policy=RollPolicy(500, 1 << 20, 60))
-    consumer.subscribe([f"{fresh_dataset}.raw"], listener=crashing.listener)
+    consumer.subscribe([names.raw_topic(fresh_dataset)], listener=crashing.listener)
     await consumer.start()
 
     async def never_commit(offsets: object) -> None:
@@ -105,12 +106,12 @@ async def test_kill9_of_bronze_sink_five_times_keeps_exactly_once(
 ) -> None:
     env = _sink_env(fresh_dataset, flush_records=3000)
     producing = asyncio.create_task(
-        produce_synthetic(settings, "orders", count=100_000, rate=3_000, seed=11, topic=f"{fresh_dataset}.raw")
+        produce_synthetic(settings, "orders", count=100_000, rate=3_000, seed=11, topic=names.raw_topic(fresh_dataset))
     )
     sink = await kill9_repeatedly(lambda: start_service("bronze_sink", **env), times=5, seed=5)
     summary = await producing
     assert summary.sent == 100_000
-    sent = await read_topic(settings, f"{fresh_dataset}.raw")
+    sent = await read_topic(settings, names.raw_topic(fresh_dataset))
     await asyncio.to_thread(wait_until, lambda: len(bronze_rows(lake, fresh_dataset)) >= len(sent), 90, "bronze")
     await sink.working()  # the last restart came up (and so can stop gracefully)
     assert sink.terminate() == 0, sink.log_tail()
@@ -123,7 +124,7 @@ async def test_minio_outage_of_30s_loses_and_doubles_nothing(
     env = _sink_env(fresh_dataset, flush_records=2000)
     sink = start_service("bronze_sink", **env)
     producing = asyncio.create_task(
-        produce_synthetic(settings, "orders", count=40_000, rate=1_000, seed=13, topic=f"{fresh_dataset}.raw")
+        produce_synthetic(settings, "orders", count=40_000, rate=1_000, seed=13, topic=names.raw_topic(fresh_dataset))
     )
     await asyncio.sleep(5)
     await asyncio.to_thread(stack.stop_minio)
@@ -131,7 +132,7 @@ async def test_minio_outage_of_30s_loses_and_doubles_nothing(
     await asyncio.to_thread(stack.start_minio)
     summary = await producing
     assert summary.sent == 40_000
-    sent = await read_topic(settings, f"{fresh_dataset}.raw")
+    sent = await read_topic(settings, names.raw_topic(fresh_dataset))
     await asyncio.to_thread(wait_until, lambda: len(bronze_rows(lake, fresh_dataset)) >= len(sent), 120, "bronze")
     assert sink.proc.poll() is None, "the sink must survive the outage by itself\n" + sink.log_tail()
     assert "lake write failed, retrying" in sink.log_path.read_text(), "the outage was not noticed"
@@ -142,8 +143,8 @@ async def test_minio_outage_of_30s_loses_and_doubles_nothing(
 async def test_sink_assigned_while_minio_is_down_lands_everything_once_it_is_back(
     settings: Settings, lake: Lake, fresh_dataset: str, start_service, stack
 ) -> None:
-    await produce_synthetic(settings, "orders", count=5_000, rate=0, seed=19, topic=f"{fresh_dataset}.raw")
-    sent = await read_topic(settings, f"{fresh_dataset}.raw")
+    await produce_synthetic(settings, "orders", count=5_000, rate=0, seed=19, topic=names.raw_topic(fresh_dataset))
+    sent = await read_topic(settings, names.raw_topic(fresh_dataset))
     await asyncio.to_thread(stack.stop_minio)
     try:
         sink = start_service("bronze_sink", **_sink_env(fresh_dataset, flush_records=2000))
@@ -164,14 +165,14 @@ async def test_two_instances_share_partitions_one_stopped_midway(
     first = start_service("bronze_sink", **env)
     second = start_service("bronze_sink", **env)
     producing = asyncio.create_task(
-        produce_synthetic(settings, "orders", count=60_000, rate=6_000, seed=17, topic=f"{fresh_dataset}.raw")
+        produce_synthetic(settings, "orders", count=60_000, rate=6_000, seed=17, topic=names.raw_topic(fresh_dataset))
     )
     await second.working()  # it owns partitions (a loaded machine may take a while to start it)
     await asyncio.sleep(3)
     assert second.terminate() == 0, second.log_tail()
     summary = await producing
     assert summary.sent == 60_000
-    sent = await read_topic(settings, f"{fresh_dataset}.raw")
+    sent = await read_topic(settings, names.raw_topic(fresh_dataset))
     await asyncio.to_thread(wait_until, lambda: len(bronze_rows(lake, fresh_dataset)) >= len(sent), 90, "bronze")
     assert first.terminate() == 0, first.log_tail()
     assert_exactly_once(bronze_rows(lake, fresh_dataset), sent)

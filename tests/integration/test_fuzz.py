@@ -36,6 +36,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from archlab.contract import load_contract
+from archlab.core import names
 from archlab.core.settings import PROJECT_ROOT, Settings
 from archlab.kafka.clients import KeyedBatchSender, make_producer, partition_for
 from archlab.lake.query import connect, layer_glob
@@ -385,7 +386,7 @@ async def _until(pipeline: Pipeline, condition: Callable[[], Awaitable[bool]], w
 
 
 def _lake_count(lake: Lake, layer: str, dataset: str) -> int:
-    if not [key for key in lake.list(f"{layer}/{dataset}") if key.endswith(".parquet")]:
+    if not [key for key in lake.list(names.table_path(layer, dataset)) if key.endswith(".parquet")]:
         return 0
     query = "SELECT count(*) FROM read_parquet(?)"
     return connect(lake).execute(query, [layer_glob(lake, layer, dataset)]).fetchone()[0]
@@ -455,8 +456,8 @@ async def test_fuzzed_raw_records_land_once_and_services_survive(
     settings: Settings, lake: Lake, pipeline: Pipeline, batch: list[Payload]
 ) -> None:
     dataset = pipeline.dataset
-    await _send(settings, f"{dataset}.raw", pipeline.materialise(batch))
-    raw_records = await read_all(settings, f"{dataset}.raw")
+    await _send(settings, names.raw_topic(dataset), pipeline.materialise(batch))
+    raw_records = await read_all(settings, names.raw_topic(dataset))
     raw = {(r.partition, r.offset): r.value for r in raw_records}
     assert Counter(raw.values()) == Counter(pipeline.sent), "the raw topic does not hold what was sent"
 
@@ -464,12 +465,12 @@ async def test_fuzzed_raw_records_land_once_and_services_survive(
         return await asyncio.to_thread(_lake_count, lake, "bronze", dataset) >= len(raw)
 
     async def refined() -> bool:
-        return sum([len(await read_all(settings, f"{dataset}.{layer}")) for layer in LAYERS]) >= len(raw)
+        return sum([len(await read_all(settings, names.topic(dataset, layer))) for layer in LAYERS]) >= len(raw)
 
     await _until(pipeline, bronze_landed, "bronze")
     assert_exactly_once(await asyncio.to_thread(bronze_rows, lake, dataset), raw)
     await _until(pipeline, refined, "silver + quarantine")
-    silver, quarantine = [await read_all(settings, f"{dataset}.{layer}") for layer in LAYERS]
+    silver, quarantine = [await read_all(settings, names.topic(dataset, layer)) for layer in LAYERS]
     landed = lineage(silver, quarantine)
     assert len(landed) == len(set(landed)), f"{len(landed) - len(set(landed))} raw records came out twice"
     assert set(landed) == set(raw)

@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from archlab.contract import load_contract
+from archlab.core import names
 from archlab.core.settings import Settings
 from archlab.ingest.generators import DirtyRates, make_generator
 from archlab.ingest.produce import produce_synthetic
@@ -52,7 +53,7 @@ def _env(dataset: str, contracts: Path, instance: str = "test") -> dict[str, str
 def lake_differences(lake: Lake, dataset: str, contracts: Path) -> list[str]:
     """Gold on the lake (latest row per key) against the truth over silver on the lake."""
     contract = load_contract(contracts / f"{dataset}.yaml")
-    if not [k for k in lake.list(f"gold/{dataset}") if k.endswith(".parquet")]:
+    if not [k for k in lake.list(names.table_path("gold", dataset)) if k.endswith(".parquet")]:
         return ["no gold yet"]
     con = connect(lake)
     con.execute(f"CREATE VIEW silver AS SELECT * FROM read_parquet('{layer_glob(lake, 'silver', dataset)}', hive_partitioning=false)")
@@ -67,7 +68,7 @@ def lake_differences(lake: Lake, dataset: str, contracts: Path) -> list[str]:
 async def topic_differences(settings: Settings, lake: Lake, dataset: str, contracts: Path) -> list[str]:
     """The compacted gold topic (latest record per key) against the same truth."""
     contract = load_contract(contracts / f"{dataset}.yaml")
-    latest = {r.key: orjson.loads(r.value) for r in await read_all(settings, f"{dataset}.gold")}
+    latest = {r.key: orjson.loads(r.value) for r in await read_all(settings, names.gold_topic(dataset))}
     con = connect(lake)
     con.execute(f"CREATE VIEW silver AS SELECT * FROM read_parquet('{layer_glob(lake, 'silver', dataset)}', hive_partitioning=false)")
     return differences(truth(con, "silver", contract), {gold_key(v, contract): v for v in latest.values()})
@@ -92,7 +93,7 @@ async def test_gold_equals_a_batch_recomputation_over_silver(
     settings: Settings, lake: Lake, gold_dataset: tuple[str, Path], start_service
 ) -> None:
     dataset, contracts = gold_dataset
-    summary = await produce_synthetic(settings, "orders", count=20_000, rate=0, seed=31, topic=f"{dataset}.raw")
+    summary = await produce_synthetic(settings, "orders", count=20_000, rate=0, seed=31, topic=names.raw_topic(dataset))
     assert summary.sent == 20_000
     refiner = start_service("silver_refiner", **_env(dataset, contracts))
     gold = start_service("gold_aggregator", **_env(dataset, contracts))
@@ -107,7 +108,7 @@ async def test_gold_stays_exact_through_kill9_and_a_rebalance(
 ) -> None:
     dataset, contracts = gold_dataset
     producing = asyncio.create_task(
-        produce_synthetic(settings, "orders", count=60_000, rate=1_000, seed=41, topic=f"{dataset}.raw")
+        produce_synthetic(settings, "orders", count=60_000, rate=1_000, seed=41, topic=names.raw_topic(dataset))
     )
     refiner = start_service("silver_refiner", **_env(dataset, contracts))
     instances = []
@@ -151,22 +152,22 @@ async def test_a_past_year_replayed_at_full_speed_closes_its_windows_and_compact
     refiner = start_service("silver_refiner", **_env(dataset, folder))
     gold = start_service("gold_aggregator", **_env(dataset, folder))
     problems = await settle(lake, dataset, folder, 240)
-    late = [orjson.loads(r.value) for r in await read_all(settings, f"{dataset}.dq")]
+    late = [orjson.loads(r.value) for r in await read_all(settings, names.dq_topic(dataset))]
     late = [(r["rule"], r["failed"]) for r in late if r["rule"].startswith("late") and r["failed"]]
     if problems:
         topic = await topic_differences(settings, lake, dataset, folder)
-        shuffled = [r for r in await read_all(settings, f"{dataset}.gold-shuffle") if not r.key.startswith(b"~")]
-        silver = await read_all(settings, f"{dataset}.silver")
+        shuffled = [r for r in await read_all(settings, names.gold_shuffle_topic(dataset)) if not r.key.startswith(b"~")]
+        silver = await read_all(settings, names.silver_topic(dataset))
         print("DEBUG topic diffs", len(topic), topic[:5], "shuffled", len(shuffled), "silver", len(silver),
-              "lake keys", lake.list(f"gold/{dataset}")[:40])
+              "lake keys", lake.list(names.table_path("gold", dataset))[:40])
     assert problems == [], f"{len(problems)} differences, late counts {late}\n" + "\n".join(problems[:20])
 
-    closed_hour = "dt=2024-02-28/hour=21"  # the watermark (about 23:37) closed hours 21 and 22
+    closed_hour = datetime(2024, 2, 28, 21, tzinfo=UTC)  # the watermark (about 23:37) closed hours 21 and 22
     for aggregate in ("by_category_1m", "by_country_1m", "totals_1h"):
-        folder = f"gold/{dataset}/{aggregate}/{closed_hour}"
+        folder = names.partition_folder("gold", dataset, closed_hour, aggregate)
         wait_until(lambda: lake.list(folder) == [f"{folder}/compacted.parquet"], 60, f"{folder} compacted")
         rows = lake.read_parquet(f"{folder}/compacted.parquet")
         assert all(rows["final"].to_pylist()) and rows.num_rows > 0
-    open_hour = f"gold/{dataset}/totals_1h/dt=2024-02-28/hour=23"
+    open_hour = names.partition_folder("gold", dataset, datetime(2024, 2, 28, 23, tzinfo=UTC), "totals_1h")
     assert not any(k.endswith("compacted.parquet") for k in lake.list(open_hour))
     assert gold.terminate() == 0 and refiner.terminate() == 0, gold.log_tail()

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from archlab.core.names import dataset_topics
+from archlab.core.names import dataset_topics, gold_topic, raw_topic
 from archlab.core.settings import PROJECT_ROOT, Settings
 from archlab.devstack.native import NativeStack, StackConfig, free_ports, port_open
 from archlab.kafka.topics import create_topics, ensure_topics, new_topic
@@ -167,13 +167,13 @@ async def test_bootstrap_is_idempotent(settings: Settings) -> None:
         described = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(names)}
         assert described == {name: settings.topic_partitions for name in names}
         configs = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, f"{dataset}.{layer}") for layer in ("gold", "raw")]
+            [ConfigResource(ConfigResourceType.TOPIC, topic) for topic in (gold_topic(dataset), raw_topic(dataset))]
         )
         policies = {
             resource[3]: {entry[0]: entry[1] for entry in resource[4]}["cleanup.policy"]
             for response in configs for resource in response.resources
         }
-        assert policies == {f"{dataset}.gold": "compact", f"{dataset}.raw": "delete"}
+        assert policies == {gold_topic(dataset): "compact", raw_topic(dataset): "delete"}
     finally:
         await admin.close()
 

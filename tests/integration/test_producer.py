@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from archlab.contract import load_contract
+from archlab.core import names
 from archlab.core.settings import PROJECT_ROOT, Settings
 from archlab.ingest.produce import replay_file
 from archlab.kafka.topics import ensure_topics
@@ -56,7 +57,7 @@ async def test_replay_sends_every_row_keyed_in_file_order(
     _write(path, rows)
     summary = await replay_file(settings, contract, path)
     assert (summary.sent, summary.failed) == (700, 0)
-    sent = await read_topic(settings, f"{fresh_dataset}.raw")
+    sent = await read_topic(settings, names.raw_topic(fresh_dataset))
     values = [orjson.loads(value) for _, value in sorted(sent.items())]
     assert sorted(v["event_id"] for v in values) == [r["event_id"] for r in rows]
     for partition in {p for p, _ in sent}:  # per key (and so per partition) the file order holds
@@ -75,7 +76,7 @@ async def test_replay_at_event_time_speed_is_paced(settings: Settings, fresh_dat
 async def test_producer_service_flushes_and_summarises_on_sigterm(settings: Settings, start_service) -> None:
     """Nothing sent is lost at a SIGTERM: the summary's count is what the topic holds."""
     await ensure_topics(settings, ["orders"])  # this session's throw-away stack; no other test writes it
-    before = len(await read_topic(settings, "orders.raw"))
+    before = len(await read_topic(settings, names.raw_topic("orders")))
     producer = start_service("producer", LAB_DATASETS="orders", LAB_PRODUCER_RATE="800", LAB_PRODUCER_SEED="3")
     await asyncio.sleep(8)
     assert producer.terminate() == 0, producer.log_tail()
@@ -84,4 +85,4 @@ async def test_producer_service_flushes_and_summarises_on_sigterm(settings: Sett
     assert summary, log[-2000:]
     failed, sent = int(summary[1]), int(summary[2])
     assert failed == 0 and sent > 500
-    assert len(await read_topic(settings, "orders.raw")) - before == sent
+    assert len(await read_topic(settings, names.raw_topic("orders"))) - before == sent

@@ -14,6 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from archlab.core import names
 from archlab.core.settings import PROJECT_ROOT, Settings
 from archlab.ingest.generators import DIRTY_KINDS, INJECTED_HEADER, DirtyRates
 from archlab.ingest.produce import produce_synthetic
@@ -72,7 +73,7 @@ def lineage(silver: list, quarantine: list) -> list[tuple[int, int]]:
 
 async def _settled(settings: Settings, dataset: str, expected: int, timeout: float) -> tuple[list, list]:
     async def counts() -> tuple[list, list]:
-        return await read_all(settings, f"{dataset}.silver"), await read_all(settings, f"{dataset}.quarantine")
+        return await read_all(settings, names.silver_topic(dataset)), await read_all(settings, names.quarantine_topic(dataset))
 
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -87,8 +88,8 @@ async def test_dirty_kinds_quarantined_with_reasons_and_valid_rows_typed(
 ) -> None:
     dataset, contracts = orders_like
     dirty = DirtyRates(**{kind: 0.02 for kind in DIRTY_KINDS} | {"oversized": 0.001})
-    await produce_synthetic(settings, "orders", count=6_000, rate=0, seed=21, dirty=dirty, topic=f"{dataset}.raw")
-    raw = await read_all(settings, f"{dataset}.raw")
+    await produce_synthetic(settings, "orders", count=6_000, rate=0, seed=21, dirty=dirty, topic=names.raw_topic(dataset))
+    raw = await read_all(settings, names.raw_topic(dataset))
     kind_of = {(r.partition, r.offset): dict(r.headers).get(INJECTED_HEADER, b"").decode() for r in raw}
     duplicates = [k for k, kind in kind_of.items() if kind == "duplicate"]
 
@@ -152,9 +153,9 @@ async def test_second_dataset_runs_beside_orders_in_one_refiner(
     orders = await copy_contract(settings, folder, "orders")
     sensors = await copy_contract(settings, folder, "sensors")
     await produce_synthetic(settings, "orders", count=1_500, rate=0, seed=2, dirty=DirtyRates.clean(),
-                            topic=f"{orders}.raw")
+                            topic=names.raw_topic(orders))
     await produce_synthetic(settings, "sensors", count=2_500, rate=0, seed=2, dirty=DirtyRates.clean(),
-                            topic=f"{sensors}.raw")
+                            topic=names.raw_topic(sensors))
     env = _env(orders, folder) | {"LAB_DATASETS": f"{orders},{sensors}"}
     refiner = start_service("silver_refiner", **env)
     for dataset, count in ((orders, 1_500), (sensors, 2_500)):
@@ -182,16 +183,16 @@ async def test_duplicate_arriving_after_a_restart_is_dropped(
 ) -> None:
     dataset, contracts = orders_like
     await produce_synthetic(settings, "orders", count=2_000, rate=0, seed=5, dirty=DirtyRates.clean(),
-                            topic=f"{dataset}.raw")
+                            topic=names.raw_topic(dataset))
     refiner = start_service("silver_refiner", **_env(dataset, contracts))
     silver, _ = await _settled(settings, dataset, 2_000, 90)
     assert len(silver) == 2_000
     assert refiner.terminate() == 0, refiner.log_tail()
 
-    raw = await read_all(settings, f"{dataset}.raw")
-    await _send_values(settings, f"{dataset}.raw", random.Random(1).sample(raw, 300))
+    raw = await read_all(settings, names.raw_topic(dataset))
+    await _send_values(settings, names.raw_topic(dataset), random.Random(1).sample(raw, 300))
     await produce_synthetic(settings, "orders", count=100, rate=0, seed=99, dirty=DirtyRates.clean(),
-                            topic=f"{dataset}.raw")  # new events after the resent ones
+                            topic=names.raw_topic(dataset))  # new events after the resent ones
     refiner = start_service("silver_refiner", **_env(dataset, contracts))
     silver, quarantine = await _settled(settings, dataset, 2_100, 90)
     await asyncio.sleep(3)  # give a wrongly admitted duplicate time to show up
@@ -208,11 +209,11 @@ async def test_kill9_of_silver_refiner_five_times_keeps_exactly_once(
     dataset, contracts = orders_like
     env = _env(dataset, contracts)
     producing = asyncio.create_task(
-        produce_synthetic(settings, "orders", count=100_000, rate=3_000, seed=8, topic=f"{dataset}.raw")
+        produce_synthetic(settings, "orders", count=100_000, rate=3_000, seed=8, topic=names.raw_topic(dataset))
     )
     refiner = await kill9_repeatedly(lambda: start_service("silver_refiner", **env), times=5, seed=9)
     assert (await producing).sent == 100_000
-    raw = await read_all(settings, f"{dataset}.raw")
+    raw = await read_all(settings, names.raw_topic(dataset))
     duplicates = {(r.partition, r.offset) for r in raw if dict(r.headers).get(INJECTED_HEADER) == b"duplicate"}
     silver, quarantine = await _settled(settings, dataset, len(raw) - len(duplicates), 180)
     await refiner.working()  # the last restart came up (and so can stop gracefully)

@@ -4,24 +4,25 @@ from __future__ import annotations
 
 from aiokafka import TopicPartition
 
+from archlab.core import names
 from archlab.pipeline.silver import dedup
 from archlab.pipeline.silver.dedup import DedupState
 
-TP = TopicPartition("shop.raw", 0)
+TP = TopicPartition(names.raw_topic("shop"), 0)
 HOUR = 3_600_000
 
 
 def test_repeats_within_and_across_batches_are_duplicates() -> None:
     state = DedupState(horizon_ms=24 * HOUR)
-    assert state.first_seen("shop.raw", [0, 0, 0], [b"a", b"b", b"a"], [1, 2, 3]) == [True, True, False]
-    assert state.first_seen("shop.raw", [0, 0, 1], [b"b", b"c", b"a"], [4, 5, 6]) == [False, True, True]
+    assert state.first_seen(TP.topic, [0, 0, 0], [b"a", b"b", b"a"], [1, 2, 3]) == [True, True, False]
+    assert state.first_seen(TP.topic, [0, 0, 1], [b"b", b"c", b"a"], [4, 5, 6]) == [False, True, True]
 
 
 def test_restore_makes_a_restarted_refiner_remember() -> None:
     state = DedupState(horizon_ms=HOUR)
     state.restore(TP, {b"a": 10 * HOUR, b"old": 8 * HOUR})
-    assert state.first_seen("shop.raw", [0], [b"a"], [10 * HOUR + 1]) == [False]
-    assert state.first_seen("shop.raw", [0], [b"old"], [10 * HOUR + 2]) == [True]  # beyond the horizon: forgotten
+    assert state.first_seen(TP.topic, [0], [b"a"], [10 * HOUR + 1]) == [False]
+    assert state.first_seen(TP.topic, [0], [b"old"], [10 * HOUR + 2]) == [True]  # beyond the horizon: forgotten
 
 
 def test_memory_stays_bounded_by_the_horizon(monkeypatch) -> None:
@@ -29,5 +30,5 @@ def test_memory_stays_bounded_by_the_horizon(monkeypatch) -> None:
     state = DedupState(horizon_ms=1_000)
     for start in range(0, 100_000, 100):
         keys = [str(i).encode() for i in range(start, start + 100)]
-        state.first_seen("shop.raw", [0] * 100, keys, list(range(start, start + 100)))
+        state.first_seen(TP.topic, [0] * 100, keys, list(range(start, start + 100)))
     assert state.size() <= 1_000 + 100

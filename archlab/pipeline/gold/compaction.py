@@ -20,6 +20,7 @@ import structlog
 from prometheus_client import Counter
 
 from archlab.contract import Contract
+from archlab.core import names
 from archlab.lake.latest import latest_gold
 from archlab.lake.store import Lake
 
@@ -48,7 +49,7 @@ def compact_folder(lake: Lake, contract: Contract, folder: str, keys: list[str])
 def compact_dataset(lake: Lake, contract: Contract) -> int:
     """One pass over a dataset's gold folders; returns how many were compacted."""
     folders: dict[str, list[str]] = {}
-    for key in lake.list(f"gold/{contract.dataset}"):
+    for key in lake.list(names.table_path("gold", contract.dataset)):
         if key.endswith(".parquet"):
             folders.setdefault(posixpath.dirname(key), []).append(key)
     compacted = 0

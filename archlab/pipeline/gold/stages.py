@@ -42,6 +42,7 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Gauge
 
 from archlab.contract import Contract
+from archlab.core import names
 from archlab.core.settings import Settings
 from archlab.kafka.clients import end_offsets, partition_for, read_to_end
 from archlab.pipeline.gold.window_store import HIGHEST, TailReplay, WindowStore, delta_state, window_key_bytes
@@ -58,14 +59,6 @@ AGGREGATED = Counter("lab_gold_events_total", "Silver events aggregated, by time
 GOLD_UPDATES = Counter("lab_gold_updates_total", "Gold records emitted", ["dataset", "aggregate"])
 OPEN_WINDOWS = Gauge("lab_gold_windows", "Windows held in memory", ["dataset"])
 WATERMARK = Gauge("lab_gold_watermark_seconds", "Event-time watermark (epoch seconds)", ["dataset"])
-
-
-def shuffle_topic(dataset: str) -> str:
-    return f"{dataset}.gold-shuffle"
-
-
-def state_topic(dataset: str) -> str:
-    return f"{dataset}.gold-state"
 
 
 def bucket_ms(contract: Contract) -> int:
@@ -103,14 +96,14 @@ class Shuffler(TransactionalProcessor):
         self.contracts = with_aggregates(contracts)
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.open_senders([shuffle_topic(name) for name in self.contracts])
+        await self.open_senders([names.gold_shuffle_topic(name) for name in self.contracts])
         await super().run(stop)
 
     async def emit(self, prepared: Fetched) -> None:
         for tp, records in prepared.items():
-            dataset = tp.topic.removesuffix(".silver")
+            dataset = names.dataset_of(tp.topic)
             contract = self.contracts[dataset]
-            sender = self.senders[shuffle_topic(dataset)]
+            sender = self.senders[names.gold_shuffle_topic(dataset)]
             times = event_ms([r.value for r in records], contract)
             size = bucket_ms(contract)
             buckets = times // size * size
@@ -154,11 +147,11 @@ class Aggregator(TransactionalProcessor):
 
     async def run(self, stop: asyncio.Event) -> None:
         for name in self.contracts:
-            await self.open_senders([f"{name}.gold", state_topic(name), f"{name}.dq"])
+            await self.open_senders([names.gold_topic(name), names.gold_state_topic(name), names.dq_topic(name)])
         await super().run(stop)
 
     def _windows(self, tp: TopicPartition) -> PartitionWindows:
-        dataset = tp.topic.removesuffix(".gold-shuffle")
+        dataset = names.dataset_of(tp.topic)
         return self.partitions.setdefault(
             tp, PartitionWindows(self.contracts[dataset], self.silver_partitions[dataset])
         )
@@ -166,13 +159,13 @@ class Aggregator(TransactionalProcessor):
     async def restore(self, tp: TopicPartition) -> None:
         """Rebuild a shuffle partition's windows: the local checkpoint, then the state changelog
         after it (read_committed), or all of the changelog when there is no checkpoint."""
-        dataset = tp.topic.removesuffix(".gold-shuffle")
+        dataset = names.dataset_of(tp.topic)
         if dataset not in self.silver_partitions:
-            self.silver_partitions[dataset] = len(await self.producer.partitions_for(f"{dataset}.silver"))
+            self.silver_partitions[dataset] = len(await self.producer.partitions_for(names.silver_topic(dataset)))
         self.partitions.pop(tp, None)
         windows = self._windows(tp)
         checkpoint = await asyncio.to_thread(self.store.load, dataset, tp.partition, windows)
-        changelog = TopicPartition(state_topic(dataset), tp.partition)
+        changelog = TopicPartition(names.gold_state_topic(dataset), tp.partition)
         if checkpoint is not None and checkpoint >= (await end_offsets(self.settings, [changelog]))[changelog]:
             log.warning("gold checkpoint is ahead of its changelog (topics recreated?): ignored",
                         topic=tp.topic, partition=tp.partition, checkpoint=checkpoint)
@@ -190,13 +183,13 @@ class Aggregator(TransactionalProcessor):
     def forget(self, revoked: list[TopicPartition]) -> None:
         for tp in revoked:
             self.partitions.pop(tp, None)
-            self.store.close(tp.topic.removesuffix(".gold-shuffle"), tp.partition)
+            self.store.close(names.dataset_of(tp.topic), tp.partition)
 
     def committed(self) -> None:
         """The transaction committed: checkpoint what it wrote to the local store."""
         for batch in self._unsaved:
             windows = self.partitions.get(batch.tp)
-            last = self.senders[state_topic(batch.dataset)].last_offsets.get(batch.tp.partition)
+            last = self.senders[names.gold_state_topic(batch.dataset)].last_offsets.get(batch.tp.partition)
             if windows is None or last is None:
                 continue
             changed = {key: window for key, (window, _) in batch.outcome.touched.items()}
@@ -204,7 +197,7 @@ class Aggregator(TransactionalProcessor):
         self._unsaved.clear()
         for dataset in self.contracts:
             OPEN_WINDOWS.labels(dataset).set(
-                sum(len(w.windows) for tp, w in self.partitions.items() if tp.topic.startswith(f"{dataset}."))
+                sum(len(w.windows) for tp, w in self.partitions.items() if names.dataset_of(tp.topic) == dataset)
             )
 
     async def prepare(self, fetched: Fetched) -> list[_Prepared]:
@@ -227,7 +220,7 @@ class Aggregator(TransactionalProcessor):
         batch = from_wire_json(values, contract.gold_inputs, other_fields="ignore")  # only what aggregates read
         batch = batch.append_column("_watermark", pa.array(marks, pa.int64()))
         outcome = windows.apply(self.con, batch, revision=records[-1].offset)
-        return _Prepared(tp, tp.topic.removesuffix(".gold-shuffle"), outcome, records[-1].offset, records[0].timestamp)
+        return _Prepared(tp, names.dataset_of(tp.topic), outcome, records[-1].offset, records[0].timestamp)
 
     async def emit(self, prepared: list[_Prepared]) -> None:
         for batch in prepared:
@@ -236,8 +229,8 @@ class Aggregator(TransactionalProcessor):
 
     async def _emit(self, batch: _Prepared) -> None:
         windows = self.partitions[batch.tp]
-        gold = self.senders[f"{batch.dataset}.gold"]
-        state = self.senders[state_topic(batch.dataset)]
+        gold = self.senders[names.gold_topic(batch.dataset)]
+        state = self.senders[names.gold_state_topic(batch.dataset)]
         for key, (window, change) in batch.outcome.touched.items():
             gold_key = orjson.dumps([key[0], iso_ms(key[1]), *key[2]])
             await gold.send(gold_key, orjson.dumps(windows.gold_value(key, window)))
@@ -270,7 +263,7 @@ class Aggregator(TransactionalProcessor):
             rule = f"late_beyond_grace.{aggregate}"
             row = {"dataset": batch.dataset, "minute": minute, "rule": rule, "passed": on_time, "failed": late,
                    "warned": 0, "records": on_time + late}
-            await self.senders[f"{batch.dataset}.dq"].send(rule.encode(), orjson.dumps(row))
+            await self.senders[names.dq_topic(batch.dataset)].send(rule.encode(), orjson.dumps(row))
 
 
 class GoldEncoder:
@@ -283,7 +276,7 @@ class GoldEncoder:
         self._contracts = contracts
 
     def dataset_of(self, topic: str) -> str:
-        return topic.removesuffix(".gold")
+        return names.dataset_of(topic)
 
     def time_column(self, dataset: str) -> str:
         return "window_start"

@@ -16,14 +16,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from aiokafka import TopicPartition
 
+from archlab.core import names
 from archlab.core.settings import Settings
 from archlab.kafka.clients import read_to_end
 
 _EVENT_MS = struct.Struct(">q")
-
-
-def changelog_topic(dataset: str) -> str:
-    return f"{dataset}.silver-dedup"
 
 
 EVICT_EVERY = 50_000  # new keys between two sweeps of expired ones
@@ -98,7 +95,7 @@ def encode_event_ms(values: Sequence[int]) -> list[bytes]:
 async def read_changelog(settings: Settings, dataset: str, partition: int) -> dict[bytes, int]:
     """The committed de-duplication entries of one partition (read_committed, from the start)."""
     entries: dict[bytes, int] = {}
-    async for records in read_to_end(settings, [TopicPartition(changelog_topic(dataset), partition)], 50_000):
+    async for records in read_to_end(settings, [TopicPartition(names.dedup_topic(dataset), partition)], 50_000):
         for record in records:
             if record.value is None:
                 entries.pop(record.key, None)

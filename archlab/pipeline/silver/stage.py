@@ -24,10 +24,11 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Gauge, Histogram
 
 from archlab.contract import Contract
+from archlab.core import names
 from archlab.core.settings import Settings
 from archlab.kafka.clients import partition_for
 from archlab.lake.store import CALENDAR_SECONDS
-from archlab.pipeline.silver.dedup import DedupState, changelog_topic, encode_event_ms, read_changelog
+from archlab.pipeline.silver.dedup import DedupState, encode_event_ms, read_changelog
 from archlab.pipeline.silver.refine import RAW_SCHEMA, Refiner, RefineResult, RuleOutcome
 from archlab.pipeline.wire import quarantine_json, silver_json
 from archlab.streaming.transactional import Fetched, TransactionalProcessor
@@ -99,7 +100,7 @@ class SilverRefiner(TransactionalProcessor):
         self.contracts = contracts
         self.refiners = {name: Refiner(contract, settings.contracts_dir) for name, contract in contracts.items()}
         self.dedup = {
-            f"{name}.raw": DedupState(int(contract.dedup.horizon.total_seconds() * 1000))
+            names.raw_topic(name): DedupState(int(contract.dedup.horizon.total_seconds() * 1000))
             for name, contract in contracts.items()
         }
         self._raw_partitions: dict[str, int] = {}
@@ -109,8 +110,10 @@ class SilverRefiner(TransactionalProcessor):
 
     async def run(self, stop: asyncio.Event) -> None:
         for name in self.contracts:
-            await self.open_senders([f"{name}.silver", f"{name}.quarantine", changelog_topic(name), f"{name}.dq"])
-            self._raw_partitions[f"{name}.raw"] = len(await self.producer.partitions_for(f"{name}.raw"))
+            await self.open_senders([names.silver_topic(name), names.quarantine_topic(name), names.dedup_topic(name),
+                                     names.dq_topic(name)])
+            raw = names.raw_topic(name)
+            self._raw_partitions[raw] = len(await self.producer.partitions_for(raw))
         await super().run(stop)
 
     def forget(self, revoked: list[TopicPartition]) -> None:
@@ -118,7 +121,7 @@ class SilverRefiner(TransactionalProcessor):
             self.dedup_for(tp.topic).drop(tp)
 
     async def restore(self, tp: TopicPartition) -> None:
-        entries = await read_changelog(self.settings, tp.topic.removesuffix(".raw"), tp.partition)
+        entries = await read_changelog(self.settings, names.dataset_of(tp.topic), tp.partition)
         self.dedup_for(tp.topic).restore(tp, entries)
 
     def committed(self) -> None:
@@ -132,7 +135,7 @@ class SilverRefiner(TransactionalProcessor):
         topics = []
         for topic, records in by_topic.items():
             raw = raw_table(records)
-            result = await asyncio.to_thread(self.refiners[topic.removesuffix(".raw")].refine, raw)
+            result = await asyncio.to_thread(self.refiners[names.dataset_of(topic)].refine, raw)
             topics.append((topic, records, raw, result))
         return _Refined(topics)
 
@@ -143,7 +146,7 @@ class SilverRefiner(TransactionalProcessor):
 
     async def _emit(self, topic: str, records: list[ConsumerRecord], raw: pa.Table, result: RefineResult) -> None:
         """De-duplicate one dataset's refined rows and queue silver, quarantine, changelog and dq."""
-        dataset = topic.removesuffix(".raw")
+        dataset = names.dataset_of(topic)
         contract = self.contracts[dataset]
         started = time.perf_counter()
 
@@ -157,13 +160,13 @@ class SilverRefiner(TransactionalProcessor):
         if duplicates:
             valid = valid.filter(pa.array(first, pa.bool_()))
 
-        silver = self.senders[f"{dataset}.silver"]
+        silver = self.senders[names.silver_topic(dataset)]
         keys_out = kafka_keys(valid, contract)
         await silver.send_many(keys_out, silver_json(valid), self._silver_partitions(topic, valid, raw, keys_out))
 
         invalid = result.invalid
         if invalid.num_rows:
-            quarantine = self.senders[f"{dataset}.quarantine"]
+            quarantine = self.senders[names.quarantine_topic(dataset)]
             rows = pc.index_in(_coordinates(invalid["source_partition"], invalid["source_offset"]),
                                value_set=_coordinates(raw["partition"], raw["offset"]))
             keys_of_invalid = raw["key"].take(rows).to_pylist()
@@ -174,7 +177,7 @@ class SilverRefiner(TransactionalProcessor):
         new_rows = [(p, k, ms) for p, k, ms, is_new in zip(partitions, keys, event_ms, first) if is_new]
         if new_rows:
             changelog_partitions, changelog_keys, new_event_ms = map(list, zip(*new_rows))
-            await self.senders[changelog_topic(dataset)].send_many(
+            await self.senders[names.dedup_topic(dataset)].send_many(
                 changelog_keys, encode_event_ms(new_event_ms), changelog_partitions
             )
         await self._send_quality(dataset, records, result.rules, duplicates)
@@ -189,7 +192,7 @@ class SilverRefiner(TransactionalProcessor):
     ) -> list[int] | None:
         """Where each silver record goes: where its key hashes. A row whose raw record carried the
         same key into a topic of as many partitions is already there, so only the others are hashed."""
-        silver = self.senders[f"{topic.removesuffix('.raw')}.silver"]
+        silver = self.senders[names.silver_topic(names.dataset_of(topic))]
         if silver.partitions != self._raw_partitions[topic]:
             return None
         rows = pc.index_in(_coordinates(valid["_source_partition"], valid["_source_offset"]),
@@ -209,7 +212,7 @@ class SilverRefiner(TransactionalProcessor):
         """
         first = min(max(records[0].timestamp // 60_000 * 60, CALENDAR_SECONDS[0]), CALENDAR_SECONDS[1] - 60)
         minute = datetime.fromtimestamp(first, UTC).isoformat().replace("+00:00", "Z")
-        sender = self.senders[f"{dataset}.dq"]
+        sender = self.senders[names.dq_topic(dataset)]
         rows = {name: (o.passed, o.failed, o.warned) for name, o in rules.items()}
         rows["duplicates"] = (0, duplicates, 0)
         for rule, (passed, failed, warned) in sorted(rows.items()):

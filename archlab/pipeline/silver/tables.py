@@ -10,6 +10,7 @@ import pyarrow as pa
 from aiokafka.structs import ConsumerRecord
 
 from archlab.contract import Contract
+from archlab.core import names
 from archlab.pipeline.silver.stage import DQ_SCHEMA
 from archlab.pipeline.wire import quarantine_from_json, silver_from_json
 
@@ -24,7 +25,7 @@ class SilverEncoder:
         self._contracts = contracts
 
     def dataset_of(self, topic: str) -> str:
-        return topic.removesuffix(".silver")
+        return names.dataset_of(topic)
 
     def time_column(self, dataset: str) -> str:
         return self._contracts[dataset].event_time
@@ -41,7 +42,7 @@ class QuarantineEncoder:
     subdir_column = None
 
     def dataset_of(self, topic: str) -> str:
-        return topic.removesuffix(".quarantine")
+        return names.dataset_of(topic)
 
     def time_column(self, dataset: str) -> str:
         return "kafka_timestamp"
@@ -57,7 +58,7 @@ class DqEncoder:
     subdir_column = None
 
     def dataset_of(self, topic: str) -> str:
-        return topic.removesuffix(".dq")
+        return names.dataset_of(topic)
 
     def time_column(self, dataset: str) -> str:
         return "minute"

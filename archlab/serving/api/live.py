@@ -17,6 +17,7 @@ import structlog
 from aiokafka import TopicPartition
 from prometheus_client import Gauge
 
+from archlab.core import names
 from archlab.kafka.clients import make_consumer, topic_partitions
 from archlab.serving.api.settings import ApiSettings
 from archlab.serving.api.store import GoldView
@@ -110,7 +111,7 @@ class GoldFollower:
         try:
             partitions: list[TopicPartition] = []
             for dataset in self._views:
-                partitions += await topic_partitions(self._settings, f"{dataset}.gold")
+                partitions += await topic_partitions(self._settings, names.gold_topic(dataset))
             consumer.assign(partitions)
             await self._seek_back(consumer, partitions)
             self.ready.set()
@@ -118,7 +119,7 @@ class GoldFollower:
             while True:
                 batches = await consumer.getmany(timeout_ms=200, max_records=5000)
                 for tp, records in batches.items():
-                    self._take(tp.topic.removesuffix(".gold"), records)
+                    self._take(names.dataset_of(tp.topic), records)
         finally:
             await consumer.stop()
 

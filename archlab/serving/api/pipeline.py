@@ -17,20 +17,21 @@ from typing import Any
 import structlog
 from aiokafka import TopicPartition
 
+from archlab.core import names
+from archlab.core.names import TopicKind
 from archlab.kafka.lag import LagProbe, caught_up, lag_of
 from archlab.lake.store import Lake
 from archlab.serving.api.settings import ApiSettings
 
 log = structlog.get_logger("api.pipeline")
 
-LAKE_LAYERS = ("bronze", "silver", "quarantine", "dq", "gold")
 EMPTY_PIPELINE: dict[str, Any] = {"sampled_at": None, "health": "unknown", "services": [], "topics": [], "lake": []}
 """The report before the first sample."""
 
 
-def layer_of(topic: str) -> str:
-    """``orders.silver`` -> ``silver``."""
-    return topic.rsplit(".", 1)[-1]
+#: The topics whose consumers and ends the monitor samples.
+MONITORED_KINDS = (TopicKind.RAW, TopicKind.SILVER, TopicKind.QUARANTINE, TopicKind.DQ, TopicKind.GOLD,
+                   TopicKind.GOLD_SHUFFLE)
 
 
 def service_of(group: str, prefixes: list[str]) -> str:
@@ -64,8 +65,7 @@ class PipelineMonitor:
         self._settings = settings
         self._lake = lake
         self._prefixes = settings.api_service_groups
-        self._topics = {f"{d}.{layer}" for d in settings.datasets
-                        for layer in ("raw", "silver", "quarantine", "dq", "gold", "gold-shuffle")}
+        self._topics = {names.topic(d, kind) for d in settings.datasets for kind in MONITORED_KINDS}
         self._previous: _Previous | None = None
         self.latest: dict[str, Any] = EMPTY_PIPELINE
 
@@ -100,7 +100,7 @@ class PipelineMonitor:
                 committed_now[(group, topic)] = committed
                 before = previous.committed.get((group, topic)) if previous else None
                 rate = round((committed - before) / elapsed, 1) if before is not None and elapsed > 0 else None
-                topics.append({"topic": topic, "layer": layer_of(topic), "committed": committed, "lag": lag,
+                topics.append({"topic": topic, "layer": names.kind_of(topic).value, "committed": committed, "lag": lag,
                                "events_per_s": rate})
             lag = sum(t["lag"] for t in topics)
             rates = [t["events_per_s"] for t in topics if t["events_per_s"] is not None]
@@ -112,7 +112,8 @@ class PipelineMonitor:
         for topic in sorted(ends):
             before = previous.ends.get(topic) if previous else None
             rate = round((ends[topic] - before) / elapsed, 1) if before is not None and elapsed > 0 else None
-            topic_rows.append({"topic": topic, "dataset": topic.rsplit(".", 1)[0], "layer": layer_of(topic),
+            dataset, kind = names.parse_topic(topic)
+            topic_rows.append({"topic": topic, "dataset": dataset, "layer": kind.value,
                                "end_offset": ends[topic], "events_per_s": rate})
         self._previous = _Previous(now, committed_now, ends)
         lake = await asyncio.to_thread(self._lake_objects)
@@ -139,9 +140,9 @@ class PipelineMonitor:
         """Per dataset and layer: how many objects, and the newest one (key, size, time)."""
         rows = []
         for dataset in self._settings.datasets:
-            for layer in LAKE_LAYERS:
+            for layer in names.LAYERS:
                 try:
-                    found = self._lake.fs.find(self._lake.path(f"{layer}/{dataset}"), detail=True)
+                    found = self._lake.fs.find(self._lake.path(names.table_path(layer, dataset)), detail=True)
                 except FileNotFoundError:
                     found = {}
                 objects = {p: i for p, i in found.items() if p.endswith(".parquet")}

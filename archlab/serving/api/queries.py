@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from archlab.contract import Aggregate, Contract, Measure, quote
+from archlab.core import names
 from archlab.lake.query import connect, layer_glob
 from archlab.lake.store import Lake
 from archlab.serving.api.store import KEY_COLUMN, SQL, GoldView, iso, json_value
@@ -185,7 +186,7 @@ def _jsonable(value: Any) -> Any:
 
 # ---------------------------------------------------------------------------------------------- quality
 def _has_objects(lake: Lake, layer: str, dataset: str) -> bool:
-    return any(key.endswith(".parquet") for key in lake.list(f"{layer}/{dataset}"))
+    return any(key.endswith(".parquet") for key in lake.list(names.table_path(layer, dataset)))
 
 
 def quality(lake: Lake, dataset: str, period: TimeRange, top: int = 10) -> dict[str, Any]:

@@ -27,6 +27,7 @@ import structlog
 from prometheus_client import Counter, Gauge
 
 from archlab.contract import Aggregate, Contract, quote
+from archlab.core import names
 from archlab.lake.latest import latest_gold
 from archlab.lake.query import connect
 from archlab.lake.store import Lake
@@ -111,7 +112,7 @@ class GoldView:
         self.contract = contract
         self.schema = contract.gold_schema
         self._lake = lake
-        self._prefix = f"gold/{contract.dataset}"
+        self._prefix = names.table_path("gold", contract.dataset)
         self._files: dict[str, tuple[str, pa.Table]] = {}  # key -> (version tag, its rows)
         self._lake_latest = self.schema.empty_table()
         self._live: dict[tuple[Any, ...], tuple[float, dict[str, Any]]] = {}  # key -> (received, row)
