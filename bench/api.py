@@ -13,8 +13,6 @@ import os
 import random
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -24,20 +22,14 @@ import aiohttp
 
 from archlab.core import names
 from archlab.core.settings import PROJECT_ROOT
-from archlab.devstack.native import free_ports
 from archlab.ingest.produce import produce_synthetic
+from archlab.testing.processes import ServiceProcess, free_ports
 from bench.common import fresh_dataset, report, throwaway_stack
 
 CLIENTS = 32
 DURATION_S = 20.0
 TARGET_P99_MS = 50.0
 DISTINCT_QUERIES = 300
-
-
-def _start(name: str, env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
-    log = (logs / f"{name}.log").open("wb")
-    return subprocess.Popen([sys.executable, "-m", f"services.{name}"], cwd=PROJECT_ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
 
 
 async def _wait_for_gold(http: aiohttp.ClientSession, base: str, url: str, timeout: float = 300) -> int:
@@ -125,7 +117,8 @@ async def _run(events: int) -> dict[str, object]:
                "LAB_API_PORT": str(port), "LAB_API_HOST": "127.0.0.1", "LAB_LOG_LEVEL": "WARNING"}
         await produce_synthetic(settings, "orders", count=events, rate=0, seed=7, history=timedelta(hours=1),
                                 topic=names.raw_topic(dataset))
-        procs = [_start(name, env, Path(folder)) for name in ("silver_refiner", "gold_aggregator", "api")]
+        procs = [ServiceProcess(name, env, Path(folder) / f"{name}.log")
+                 for name in ("silver_refiner", "gold_aggregator", "api")]
         try:
             url = f"http://127.0.0.1:{port}/v1/datasets/{dataset}/aggregates"
             async with aiohttp.ClientSession() as http:
@@ -136,8 +129,7 @@ async def _run(events: int) -> dict[str, object]:
             latencies, errors, elapsed = await _load(url, queries)
         finally:
             for proc in procs:
-                proc.kill()
-                proc.wait(10)
+                proc.kill9()
     ms = sorted(x * 1000 for x in latencies)
     p99 = ms[int(len(ms) * 0.99) - 1]
     return {

@@ -32,7 +32,6 @@ import random
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -47,16 +46,17 @@ from archlab.contract import Contract, load_contract, quote
 from archlab.core.names import gold_topic, group, quarantine_topic, raw_topic, silver_topic, table_path
 from archlab.core.settings import PROJECT_ROOT, Settings
 from archlab.devstack.native import NativeStack
+from archlab.devstack.services import PIPELINE_SERVICES
 from archlab.ingest.generators import INJECTED_HEADER
 from archlab.ingest.produce import produce_synthetic
 from archlab.kafka.clients import read_to_end, topic_partitions
 from archlab.kafka.topics import ensure_topics
 from archlab.lake.query import connect, layer_glob
 from archlab.lake.store import Lake
+from archlab.testing.processes import ServiceProcess
 from archlab.testing.truth import differences, gold_key, truth
 from bench.common import RESULTS, report, throwaway_stack
 
-SERVICES = ("bronze_sink", "silver_refiner", "gold_aggregator")
 DATASETS = ("orders", "sensors")
 GRACE = "7h"  # > the generator's 6-hour lateness: no valid event is legitimately left out of gold
 LOGS = PROJECT_ROOT / "test-artifacts"
@@ -98,55 +98,47 @@ class Outcome:
 
 # ---------------------------------------------------------------------- infrastructure and services
 class Service:
-    """One service as a process in its own session; ``kill9`` kills the whole group."""
+    """One pipeline service that the harness kills and restarts: every start is a new process
+    (``ServiceProcess``: its own process group, so ``kill9`` kills all of it) with its own log."""
 
     def __init__(self, name: str, env: dict[str, str], logs: Path) -> None:
         self.name, self.env, self.logs = name, env, logs
         self.starts = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = logs
-        self.start()
+        self.process = self._launch()
+
+    def _launch(self) -> ServiceProcess:
+        self.starts += 1
+        return ServiceProcess(self.name, self.env, self.logs / f"{self.name}-{self.starts}.log")
 
     def start(self) -> None:
-        self.starts += 1
-        self.log_path = self.logs / f"{self.name}-{self.starts}.log"
-        with self.log_path.open("wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", f"services.{self.name}"], env=self.env,
-                                         cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+        self.process = self._launch()
 
     @property
     def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+        return self.process.pid
+
+    @property
+    def log_path(self) -> Path:
+        return self.process.log_path
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.process.alive()
+
+    def exit_code(self) -> int | None:
+        """The exit code of a process that has exited by itself."""
+        return self.process.wait(0)
 
     def kill9(self) -> None:
-        if self.alive():
-            assert self.proc is not None
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(10)
+        self.process.kill9()
 
     def terminate(self, timeout: float = 30) -> int | None:
-        if self.alive():
-            assert self.proc is not None
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill9()
-        return self.proc.returncode if self.proc else None
+        return self.process.terminate(timeout)
 
     def working(self) -> bool:
         return "partitions assigned" in self.log_path.read_text(errors="replace")
 
     def log_tail(self, lines: int = 15) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return self.process.log_tail(lines)
 
 
 def copy_contracts(folder: Path, originals: tuple[str, ...] = DATASETS) -> dict[str, str]:
@@ -239,7 +231,7 @@ class Controller:
         while not self._stopping:
             for name, service in self.services.items():
                 if not service.alive() and not self._stopping:
-                    code = service.proc.returncode if service.proc else None
+                    code = service.exit_code()
                     tail = service.log_tail(3).replace("\n", " | ")
                     self.self_exits.append(f"{name} exit {code}")
                     self.note(f"{name} exited on its own (code {code}); restarting. Log: {tail[-300:]}")
@@ -292,7 +284,7 @@ async def run_chaos(plan: Plan, stack: NativeStack, settings: Settings, say: Say
     await ensure_topics(settings, names)
     say(f"run {run}: datasets {', '.join(f'{n} ({o})' for n, o in datasets.items())}; logs in {work / 'logs'}")
     env = service_env(settings, names, contracts_dir, run)
-    services = {name: Service(name, env, work / "logs") for name in SERVICES}
+    services = {name: Service(name, env, work / "logs") for name in PIPELINE_SERVICES}
     controller = Controller(plan, stack, services, say)
     began = time.monotonic()
     try:
@@ -357,7 +349,7 @@ async def run_chaos(plan: Plan, stack: NativeStack, settings: Settings, say: Say
         exits = (f"; {len(controller.self_exits)} exit(s) on their own, restarted by the harness: "
                  + ", ".join(controller.self_exits)) if controller.self_exits else "; none exited on its own"
         outcome.checks.append(Check("every service running at the end", not dead,
-                                    ("all 3 alive" if not dead else f"not running: {dead}") + exits))
+                                    (f"all {len(services)} alive" if not dead else f"not running: {dead}") + exits))
         outcome.timeline = controller.timeline
         outcome.stats.update({
             "events": plan.events, "kills": total_kills,

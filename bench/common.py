@@ -17,12 +17,13 @@ import orjson
 
 from archlab.core import names
 from archlab.core.settings import PROJECT_ROOT, Settings
-from archlab.devstack.native import NativeStack, StackConfig, free_ports
+from archlab.devstack.native import NativeStack, StackConfig
 from archlab.ingest.produce import produce_synthetic
 from archlab.kafka.clients import read_to_end, topic_partitions
 from archlab.kafka.lag import wait_caught_up
 from archlab.kafka.topics import ensure_topics
 from archlab.lake.store import ensure_bucket
+from archlab.testing.processes import free_ports
 
 RESULTS = PROJECT_ROOT / "bench" / "results"
 

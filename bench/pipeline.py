@@ -29,8 +29,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,15 +46,17 @@ from aiokafka.errors import KafkaError
 from archlab.core import names
 from archlab.core.names import TopicKind
 from archlab.core.settings import PROJECT_ROOT, Settings
-from archlab.devstack.native import free_ports
+from archlab.devstack.launcher import launch
+from archlab.devstack.services import PIPELINE_SERVICES, service
 from archlab.ingest.generators import make_generator
 from archlab.ingest.produce import produce_synthetic
 from archlab.kafka.clients import KeyedBatchSender, make_consumer, make_producer, topic_partitions
 from archlab.kafka.lag import LagProbe, lag_of, settled_offsets
 from archlab.kafka.topics import create_topics, new_topic
+from archlab.testing.processes import ServiceProcess, free_ports
 from bench.common import RESULTS, consume_only_rate, fresh_dataset, report, throwaway_stack
 
-SERVICES = ("bronze_sink", "silver_refiner", "gold_aggregator", "api")
+SERVICES = (*PIPELINE_SERVICES, "api")
 SEND_EVENTS_PER_S = 20_000  # event-time speed of the generated stream: N orders span N/20,000 s of the past
 MARKER_COUNTRY = "XA"  # ISO 3166 user-assigned: never generated
 MARKER_EVERY_S = 0.25
@@ -71,7 +71,6 @@ class Watched:
 
     name: str
     proc: psutil.Process
-    popen: subprocess.Popen[bytes] | None = None
     children: bool = True
     peak_rss: int = 0
     cpu_s: float = 0.0
@@ -93,8 +92,8 @@ class Watched:
 class Processes:
     watched: dict[str, Watched] = field(default_factory=dict)
 
-    def add(self, name: str, pid: int, popen: subprocess.Popen[bytes] | None = None) -> Watched:
-        self.watched[name] = Watched(name, psutil.Process(pid), popen)
+    def add(self, name: str, pid: int) -> Watched:
+        self.watched[name] = Watched(name, psutil.Process(pid))
         return self.watched[name]
 
     def sample(self) -> None:
@@ -119,21 +118,7 @@ def _listener_pid(port: int) -> int | None:
     return None
 
 
-def _start(name: str, env: dict[str, str], logs: Path, args: list[str] | None = None) -> subprocess.Popen[bytes]:
-    log = (logs / f"{name}.log").open("wb")
-    command = [sys.executable, "-m", f"services.{name}"] if args is None else [sys.executable, *args]
-    return subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-
-def _stop(popen: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    if popen.poll() is None:
-        popen.send_signal(signal.SIGTERM)
-        try:
-            popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            popen.kill()
-            popen.wait(10)
+STOP_GRACE_S = 20.0
 
 
 # --- consumer lag --------------------------------------------------------------------------------
@@ -361,16 +346,17 @@ async def _peer(settings: Settings, lag: Lag, raw: str, folder: Path, logs: Path
     group = f"quix-peer-{guarantee}"
     raw_ends = await lag.ends(raw)
     started = time.perf_counter()
-    popen = _start(f"quix_peer_{guarantee}", dict(os.environ), logs, [
-        "-m", "bench.quix_peer", "--bootstrap", settings.kafka_bootstrap, "--topic", raw, "--prefix", group,
-        "--group", group, "--state-dir", str(folder / f"quix-state-{guarantee}"), "--guarantee", guarantee])
-    watched = procs.add("quix_peer", popen.pid, popen)
+    peer = launch([
+        sys.executable, "-m", "bench.quix_peer", "--bootstrap", settings.kafka_bootstrap, "--topic", raw,
+        "--prefix", group, "--group", group, "--state-dir", str(folder / f"quix-state-{guarantee}"),
+        "--guarantee", guarantee], log=logs / f"quix_peer_{guarantee}.log")
+    watched = procs.add("quix_peer", peer.pid)
     try:
         waiter = asyncio.create_task(lag.wait_committed(group, raw_ends))
         while not waiter.done():
-            if popen.poll() is not None:
+            if peer.exited():
                 waiter.cancel()
-                raise RuntimeError(f"the Quix peer exited with {popen.returncode}; see {logs}")
+                raise RuntimeError(f"the Quix peer exited with {peer.reap()}; see {logs}")
             await asyncio.sleep(0.2)
         # then the re-partition topic, read by the same group, until nothing more arrives
         while True:
@@ -385,7 +371,7 @@ async def _peer(settings: Settings, lag: Lag, raw: str, folder: Path, logs: Path
             if again == ends:
                 return done - started, guarantee, watched.peak_rss
     finally:
-        _stop(popen)
+        peer.stop(STOP_GRACE_S)
         watched.sample()
         del procs.watched["quix_peer"]
 
@@ -425,10 +411,11 @@ async def measure(events: int, freshness_s: float, peer: bool) -> dict[str, obje
                "LAB_API_PORT": str(api_port), "LAB_API_HOST": "127.0.0.1", "LAB_LOG_LEVEL": "WARNING",
                "LAB_BRONZE_GROUP": "bronze_sink", "LAB_SILVER_GROUP": "silver_refiner",
                "LAB_GOLD_GROUP": "gold_aggregator", "LAB_INSTANCE_ID": "bench"}
-        popens = {}
+        running: dict[str, ServiceProcess] = {}
         for name, port in zip(SERVICES, metrics, strict=True):
-            popens[name] = _start(name, {**env, "LAB_METRICS_PORT": str(port)}, logs)
-            procs.add(name, popens[name].pid, popens[name])
+            service_env = {**env, **service(name).env(metrics_port=port)}
+            running[name] = ServiceProcess(name, service_env, logs / f"{name}.log")
+            procs.add(name, running[name].pid)
         api = f"http://127.0.0.1:{api_port}"
         shuffle_group = names.group("gold_aggregator", "shuffle")
         groups = {"bronze_sink": raw, "silver_refiner": raw, shuffle_group: silver, "gold_aggregator": shuffle,
@@ -519,8 +506,8 @@ async def measure(events: int, freshness_s: float, peer: bool) -> dict[str, obje
                 await asyncio.gather(*samplers)
         finally:
             stop_sampling.set()
-            for popen in popens.values():
-                _stop(popen)
+            for process in running.values():
+                process.terminate(STOP_GRACE_S)
         for name in SERVICES:
             result[f"peak_rss_mb[{name}]"] = round(procs.watched[name].peak_rss / 2**20)
         for name in ("kafka", "minio"):

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 import pytest
 
 from archlab.core.settings import Settings
-from archlab.devstack.native import NativeStack, NotProvisionedError, StackConfig, free_ports
+from archlab.devstack.native import NativeStack, NotProvisionedError, StackConfig
 from archlab.lake.store import ensure_bucket
+from archlab.testing.processes import free_ports
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,9 +16,11 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 
 from archlab.core import names
-from archlab.core.settings import PROJECT_ROOT, Settings
-from archlab.devstack.native import free_ports
+from archlab.core.settings import Settings
+from archlab.devstack.launcher import launch
+from archlab.devstack.services import service as registered_service
 from archlab.ingest.produce import produce_synthetic
+from archlab.testing.processes import free_ports
 from tests.integration.conftest import ARTIFACTS, ServiceProcess
 from tests.integration.test_api import wait_ready
 from tests.integration.test_silver import copy_contract
@@ -56,19 +56,17 @@ async def dashboard(settings: Settings, tmp_path_factory: pytest.TempPathFactory
     ARTIFACTS.mkdir(exist_ok=True)
     services = [ServiceProcess(name, env, ARTIFACTS / f"test_dashboard-{name}.log")
                 for name in ("silver_refiner", "gold_aggregator", "api")]
-    ui_log = (ARTIFACTS / "test_dashboard-ui.log").open("wb")
-    ui = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "ui/app.py", "--server.port", str(ui_port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=PROJECT_ROOT, env=env, stdout=ui_log, stderr=subprocess.STDOUT, start_new_session=True)
+    ui_log = ARTIFACTS / "test_dashboard-ui.log"
+    ui_log.unlink(missing_ok=True)
+    ui_service = registered_service("ui")
+    ui = launch([*ui_service.command(), "--browser.gatherUsageStats", "false"], log=ui_log,
+                env={**env, **ui_service.env(http_port=ui_port)})
     try:
         api = f"http://127.0.0.1:{api_port}"
         wait_ready(api, services[2])
         yield Dashboard(dataset, api, f"http://127.0.0.1:{ui_port}")
     finally:
         ui.kill()
-        ui.wait(10)
-        ui_log.close()
         for service in services:
             service.close()
 

@@ -1,6 +1,6 @@
 """`make up` then `make down` (or Ctrl-C) leaves nothing behind: no process of the session, no open port.
 
-Each test runs the real thing (Kafka, MinIO and every service written so far) on free ports with a
+Each test runs the real thing (Kafka, MinIO and every registered service) on free ports with a
 throw-away LAB_STACK_ROOT, so a developer's own stack is never touched; the provisioned binaries in
 LAB_STACK_HOME are reused. Missing infrastructure fails the test, it is never skipped.
 """
@@ -20,8 +20,10 @@ import psutil
 import pytest
 
 from archlab.core.settings import PROJECT_ROOT
-from archlab.devstack.native import NativeStack, StackConfig, free_port, free_ports, port_open
+from archlab.devstack.launcher import is_running, kill_group_or_process, port_open
+from archlab.devstack.native import NativeStack, StackConfig
 from archlab.devstack.supervisor import ServiceSpec, service_specs, supervisor_pid_file
+from archlab.testing.processes import free_port, free_ports
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
@@ -105,7 +107,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     }
     config = StackConfig(root, kafka_port=kafka, kafka_controller_port=controller, minio_port=minio,
                          minio_console_port=console, access_key="", secret_key="")
-    session = Lab(root, env, config, [s for s in specs if s.available()], tmp_path / "make-up.out")
+    session = Lab(root, env, config, specs, tmp_path / "make-up.out")
     yield session
     proc = session.proc
     if proc is not None and proc.poll() is None:
@@ -113,13 +115,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         subprocess.run(_make("down"), cwd=PROJECT_ROOT, env=env, timeout=DOWN_TIMEOUT_S, check=False,
                        capture_output=True)
         for child in leftovers:
-            try:
-                if os.getpgid(child.pid) == child.pid:  # services and servers lead their own group
-                    os.killpg(child.pid, signal.SIGKILL)
-                else:
-                    child.kill()
-            except (ProcessLookupError, psutil.NoSuchProcess):
-                pass
+            kill_group_or_process(child)
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -170,27 +166,13 @@ def _wait_running(lab: Lab) -> list[psutil.Process]:
 
 
 def _assert_nothing_left(lab: Lab, processes: list[psutil.Process]) -> None:
-    def alive(proc: psutil.Process) -> bool:
-        try:
-            return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return False
-
-    survivors = [f"{proc.pid} {' '.join(proc.cmdline())[:120]}" for proc in processes if alive(proc)]
+    survivors = [f"{proc.pid} {' '.join(proc.cmdline())[:120]}" for proc in processes if is_running(proc)]
     assert not survivors, "processes of the session still run:\n" + "\n".join(survivors) + "\n" + lab.report()
     listening = [port for port in lab.ports if port_open(port)]
     assert not listening, f"ports still listening: {listening}\n{lab.report()}"
     run_dir = lab.root / "run"
     pid_files = sorted(path.name for path in run_dir.glob("*.pid")) if run_dir.exists() else []
     assert not pid_files, f"pid files left in {run_dir}: {pid_files}"
-
-
-def test_services_that_exist_are_expected() -> None:
-    """Guards the other tests against a registry that would start nothing: every written service counts."""
-    written = {path.parent.name for path in (PROJECT_ROOT / "services").glob("*/__main__.py")}
-    expected = {spec.name for spec in service_specs() if spec.available()}
-    assert written, "no service is written yet"
-    assert written <= expected, f"written but not started: {written - expected}"
 
 
 def test_make_down_stops_everything(lab: Lab) -> None:

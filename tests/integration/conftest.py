@@ -7,13 +7,9 @@ import asyncio
 import os
 import random
 import re
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import duckdb
 import pytest
@@ -25,6 +21,7 @@ from archlab.kafka.clients import read_to_end, topic_partitions
 from archlab.kafka.topics import ensure_topics
 from archlab.lake.query import connect, layer_glob
 from archlab.lake.store import Lake
+from archlab.testing import processes
 
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 
@@ -42,35 +39,9 @@ async def fresh_dataset(settings: Settings) -> str:
     return name
 
 
-class ServiceProcess:
-    """A service started as ``python -m services.<name>`` whose log is kept for failures."""
-
-    def __init__(self, name: str, env: dict[str, str], log_path: Path) -> None:
-        self.name = name
-        self.log_path = log_path
-        self._log = log_path.open("wb")  # a fresh log per run of the test
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}"], env=env, cwd=PROJECT_ROOT,
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-
-    def kill9(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def terminate(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill9()
-        return self.proc.returncode
-
-    def close(self) -> None:
-        self.kill9()
-        self._log.close()
+class ServiceProcess(processes.ServiceProcess):
+    """A registered service started for a test (the launcher's process group and log), that a
+    test can also wait on until it works."""
 
     def wait_for_log(self, pattern: str, timeout: float = 60) -> None:
         """Block until the service logged a line matching ``pattern``, or fail."""
@@ -80,9 +51,6 @@ class ServiceProcess:
     async def working(self, timeout: float = 60, topic_pattern: str = r"\.raw") -> None:
         """Wait until the service owns partitions of its input topics, so that a kill hits it mid-work."""
         await asyncio.to_thread(self.wait_for_log, rf"partitions assigned.*{topic_pattern}/\d", timeout)
-
-    def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 @pytest.fixture

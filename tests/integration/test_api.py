@@ -33,13 +33,13 @@ from schemathesis.specs.openapi.checks import (
 from archlab.contract import Contract, load_contract
 from archlab.core import names
 from archlab.core.settings import Settings
-from archlab.devstack.native import free_ports
 from archlab.ingest.generators import make_generator
 from archlab.ingest.produce import produce_synthetic
 from archlab.kafka.clients import KeyedBatchSender, make_consumer, make_producer, topic_partitions
 from archlab.lake.latest import gold_key_columns, latest_per_key_sql
 from archlab.lake.query import connect, layer_glob
 from archlab.lake.store import Lake
+from archlab.testing.processes import free_ports
 from tests.integration.conftest import ARTIFACTS, ServiceProcess, read_all
 from tests.integration.test_silver import copy_contract
 
@@ -110,7 +110,7 @@ async def wait_settled(served: Served, timeout: float) -> None:
 def wait_ready(url: str, api: ServiceProcess, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert api.proc.poll() is None, f"the API exited:\n{api.log_tail()}"
+        assert api.alive(), f"the API exited:\n{api.log_tail()}"
         try:
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                 return

@@ -323,10 +323,10 @@ class Pipeline:
     def check_services(self) -> None:
         """Fail unless every service runs, has no traceback in its log and stays under ``RSS_LIMIT``."""
         for service in self.services:
-            assert service.proc.poll() is None, f"{service.name} exited\n{service.log_tail(60)}"
+            assert service.alive(), f"{service.name} exited\n{service.log_tail(60)}"
             log = service.log_path.read_text(errors="replace")
             assert "Traceback" not in log, f"{service.name} logged a traceback\n{service.log_tail(60)}"
-            process = psutil.Process(service.proc.pid)
+            process = psutil.Process(service.pid)
             rss = sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
             self.peak_rss[service.name] = max(rss, self.peak_rss.get(service.name, 0))
             assert rss < RSS_LIMIT, f"{service.name} uses {rss / 2**20:.0f} MiB"

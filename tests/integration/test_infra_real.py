@@ -20,9 +20,11 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from archlab.core.names import dataset_topics, gold_topic, raw_topic
 from archlab.core.settings import PROJECT_ROOT, Settings
-from archlab.devstack.native import NativeStack, StackConfig, free_ports, port_open
+from archlab.devstack.launcher import port_open
+from archlab.devstack.native import NativeStack, StackConfig
 from archlab.kafka.topics import create_topics, ensure_topics, new_topic
 from archlab.lake.store import ensure_bucket
+from archlab.testing.processes import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -190,7 +192,7 @@ def test_separate_stack_starts_and_stops_cleanly(tmp_path, stack: NativeStack) -
         assert other.is_running() and other.kafka_healthy() and other.minio_healthy()
         pids = [other.pid("kafka"), other.pid("minio")]
         down = subprocess.run(
-            [sys.executable, "-c", "from archlab.devstack.native import infra_app; infra_app()", "down",
+            [sys.executable, "-c", "from archlab.cli.infra import infra_app; infra_app()", "down",
              "--root", str(config.root)],
             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120, check=False,
         )

@@ -95,7 +95,7 @@ async def test_dirty_kinds_quarantined_with_reasons_and_valid_rows_typed(
 
     refiner = start_service("silver_refiner", **_env(dataset, contracts))
     silver, quarantine = await _settled(settings, dataset, len(raw) - len(duplicates), 120)
-    assert refiner.proc.poll() is None, refiner.log_tail()
+    assert refiner.alive(), refiner.log_tail()
 
     landed = lineage(silver, quarantine)
     assert len(landed) == len(set(landed)), "a raw record came out twice"
@@ -229,6 +229,6 @@ def test_broken_contract_is_refused_at_start_naming_file_rule_and_problem(tmp_pa
     path = folder / "orders.yaml"
     path.write_text(path.read_text().replace("event_time: event_time", "event_time: placed_at", 1))
     service = start_service("silver_refiner", LAB_DATASETS="orders", LAB_CONTRACTS_DIR=str(folder))
-    assert service.proc.wait(60) != 0
+    assert service.wait(60) != 0
     log = service.log_path.read_text()
     assert str(path) in log and "placed_at" in log and "Traceback" not in log, log

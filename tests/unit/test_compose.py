@@ -33,6 +33,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from archlab.devstack.services import SERVICES
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -564,6 +566,30 @@ def written_services() -> set[str]:
     """The services that exist in the code base: each must be in compose (later issues add theirs)."""
     names = {path.parent.name for path in (ROOT / "services").glob("*/__main__.py")}
     return names | ({"ui"} if (ROOT / "ui" / "app.py").exists() else set())
+
+
+def test_compose_runs_the_registered_services_with_their_programs() -> None:
+    """docker-compose.yml and `lab up` run the same services, listed once in archlab/devstack/services.py
+    (the infrastructure and one-shot jobs such as init are not services of the registry)."""
+    registered = {service.name: service for service in SERVICES}
+    long_running = set(project_service_names()) - one_shot_services()
+    assert long_running == set(registered), (
+        f"only in compose: {sorted(long_running - set(registered))}; "
+        f"only in the registry: {sorted(set(registered) - long_running)}"
+    )
+    problems = []
+    for name, service in sorted(registered.items()):
+        target = targets()[name]
+        runs = target.name if target.kind == "module" else f"{target.kind} run {target.name}"
+        expected = " ".join((service.module, *service.args))
+        if runs != expected:
+            problems.append(f"{name}: compose runs {runs!r}, the registry {expected!r}")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_written_service_is_registered() -> None:
+    registered = {service.name for service in SERVICES}
+    assert written_services() == registered, f"written: {sorted(written_services())}, registered: {sorted(registered)}"
 
 
 def one_shot_services() -> set[str]:
