@@ -1,6 +1,8 @@
-"""producer: sends a realistic synthetic stream (with a few % of injected dirty records) to
-`<dataset>.raw` for every configured dataset, at LAB_PRODUCER_RATE events/s each, until stopped;
-on SIGTERM it flushes what is in flight and logs a summary (sent, failed, rate)."""
+"""producer: sends a synthetic stream (with a few % of injected dirty records) to `<dataset>.raw`
+for every configured dataset, at LAB_PRODUCER_RATE events/s each, until stopped; on SIGTERM it
+flushes what is in flight and logs a summary (sent, failed, rate). Any dataset with a contract in
+LAB_CONTRACTS_DIR works: orders and sensors have realistic hand-written generators, any other
+dataset gets the generic one drawn from its contract."""
 
 from __future__ import annotations
 
