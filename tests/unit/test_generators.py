@@ -124,9 +124,10 @@ def draw(dataset: str, sizes: list[int], seed: int = 7, **kwargs: Any) -> list[G
 DATASETS = pytest.mark.parametrize("dataset", ["orders", "sensors"])
 
 
-def test_both_datasets_are_available_and_unknown_ones_are_refused() -> None:
+def test_every_shipped_contract_has_a_generator_and_a_dataset_without_one_is_refused() -> None:
+    assert available_datasets() == sorted(path.stem for path in CONTRACTS.glob("*.yaml"))
     assert set(available_datasets()) >= {"orders", "sensors"}
-    with pytest.raises(KeyError, match="available: .*orders"):
+    with pytest.raises(KeyError, match="no contract for dataset 'nope'.*available: .*orders"):
         make_generator("nope", seed=1, start=START)
 
 

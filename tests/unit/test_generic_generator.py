@@ -111,6 +111,15 @@ def test_every_contract_has_a_generator_and_hand_written_ones_are_kept() -> None
         make_generator("orders", seed=1, start=START, contracts_dir=FIXTURES)
 
 
+def test_a_shipped_dataset_whose_contract_gained_a_field_gets_the_generic_generator(tmp_path: Path) -> None:
+    shutil.copytree(SHIPPED / "reference", tmp_path / "reference")
+    text = (SHIPPED / "orders.yaml").read_text()
+    (tmp_path / "orders.yaml").write_text(text.replace("fields:\n", "fields:\n  gift_wrap: {type: bool}\n", 1))
+    generator = make_generator("orders", seed=1, start=START, contracts_dir=tmp_path, dirty=DirtyRates.clean())
+    assert isinstance(generator, GenericGenerator)
+    assert all("gift_wrap" in orjson.loads(r.value) for r in generator.batch(20))
+
+
 def test_the_contract_is_read_from_the_given_folder(tmp_path: Path) -> None:
     shutil.copytree(FIXTURES, tmp_path, dirs_exist_ok=True)
     path = tmp_path / "parcels.yaml"

@@ -12,6 +12,8 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+import structlog
+
 from archlab.contract import load_contract
 from archlab.core.settings import Settings
 from archlab.ingest.generators.base import (
@@ -38,6 +40,8 @@ __all__ = [
     "available_datasets",
     "make_generator",
 ]
+
+log = structlog.get_logger(__name__)
 
 HAND_WRITTEN: dict[str, type[OrdersGenerator] | type[SensorsGenerator]] = {
     cls.dataset: cls for cls in (OrdersGenerator, SensorsGenerator)
@@ -69,8 +73,9 @@ def make_generator(
     """A generator for ``dataset`` whose virtual clock starts at ``start`` (timezone-aware).
 
     ``dirty`` defaults to ``DirtyRates()`` (about 4% dirty); pass ``DirtyRates.clean()`` for none.
-    The contract is read from ``<contracts_dir>/<dataset>.yaml`` (pass ``settings.contracts_dir``);
-    a hand-written generator must emit exactly the fields it lists.
+    The contract is read from ``<contracts_dir>/<dataset>.yaml`` (pass ``settings.contracts_dir``).
+    A hand-written generator is used while the contract lists exactly the fields it emits; a
+    contract changed since (a field added, say) gets the generic generator, with a warning.
     """
     path = contracts_dir / f"{dataset}.yaml"
     if not path.is_file():
@@ -83,9 +88,14 @@ def make_generator(
     contract = load_contract(path)
     start_ms = to_epoch_ms(start)
     rates = dirty if dirty is not None else DirtyRates()
+    hand_written = HAND_WRITTEN.get(dataset)
+    if hand_written is not None and set(hand_written.fields) != set(contract.fields):
+        log.warning("the contract no longer fits the hand-written generator; using the generic one",
+                    dataset=dataset, contract=str(path))
+        hand_written = None
     generator: DatasetGenerator
-    if dataset in HAND_WRITTEN:
-        generator = HAND_WRITTEN[dataset](contract, seed, start_ms, events_per_second, rates)
+    if hand_written is not None:
+        generator = hand_written(contract, seed, start_ms, events_per_second, rates)
     else:
         generator = GenericGenerator(contract, contracts_dir, seed, start_ms, events_per_second, rates)
     return generator
