@@ -8,7 +8,8 @@ enrichment matches, and the event time advances on a Poisson clock like the hand
 
 What no single field says (the contract's rules, derived fields, reference lookups) is met by
 rejection: every block of candidates goes through the silver refiner, the contract's own checks,
-and only the events it accepts are sent as clean. A contract whose rules reject every candidate
+as if sent at the clock's current time, and only the events it accepts are sent as clean (their
+event times, drawn afterwards, are at most one block later). A contract whose rules reject every candidate
 still gets a stream (its events are then quarantined) and a warning, rather than a producer that
 stalls. Dirty kinds the contract cannot express (``out_of_range`` without bounds, ``unknown_enum``
 without allowed values or a regex…) are not injected.
@@ -136,10 +137,12 @@ class GenericGenerator(DatasetGenerator):
         self._drawn, self._kept = self._drawn + wanted, self._kept + len(accepted)
         if accepted:
             events = [events[i] for i in accepted]
-        elif not self._warned:
-            self._warned = True
-            log.warning("the contract refuses every generated event; sending them anyway, to quarantine",
-                        dataset=self.dataset, candidates=wanted)
+        else:
+            events = events[:BLOCK]
+            if not self._warned:
+                self._warned = True
+                log.warning("the contract refuses every generated event; sending them anyway, to quarantine",
+                            dataset=self.dataset, candidates=wanted)
         times = self._clock.advance(self._rng.standard_exponential(len(events)))
         for event, stamp in zip(events, iso_ms(times), strict=True):
             event[self._time_field] = stamp
