@@ -342,7 +342,9 @@ async def test_health_readiness_and_metrics(served: Served, client: httpx.Client
     assert client.get("/healthz").json()["status"] == "ok"
     ready = client.get("/readyz").json()
     assert ready["status"] == "ready" and all(ready["checks"].values())
-    metrics = client.get("/metrics/").text
+    scraped = client.get("/metrics", follow_redirects=False)  # Prometheus' default path, no redirect
+    assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
+    metrics = scraped.text
     assert 'lab_api_request_seconds_count{method="GET",route="/v1/datasets",status="200"}' in metrics
     assert "lab_api_live_updates_total" in metrics
     assert "/docs" in client.get("/docs").text or client.get("/docs").status_code == 200

@@ -1,0 +1,9 @@
+"""One ``APIRouter`` per resource; ``api_router`` holds them in the order the OpenAPI document lists them."""
+
+from fastapi import APIRouter
+
+from archlab.serving.api.routes import aggregates, datasets, health, kpis, pipeline, quality
+
+api_router = APIRouter()
+for resource in (datasets, aggregates, kpis, quality, pipeline, health):
+    api_router.include_router(resource.router)

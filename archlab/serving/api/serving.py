@@ -1,0 +1,84 @@
+"""What the routes read (one ``Serving`` per application) and the background jobs that keep it
+fresh: the gold topic follower, the lake refresh, the snapshot rebuild and the pipeline monitor."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from archlab.contract import Contract, load_contracts
+from archlab.core.retry import backoff
+from archlab.lake.store import Lake
+from archlab.serving.api.live import GoldFollower, Hub
+from archlab.serving.api.pipeline import PipelineMonitor
+from archlab.serving.api.settings import ApiSettings
+from archlab.serving.api.store import GoldView
+
+log = structlog.get_logger("api")
+
+SNAPSHOT_TICK_S = 0.25
+"""How often topic updates are merged into the served snapshot (bounds their extra delay)."""
+
+
+@dataclass
+class Serving:
+    """Everything the routes read, built once per application."""
+
+    settings: ApiSettings
+    contracts: dict[str, Contract]
+    lake: Lake
+    views: dict[str, GoldView]
+    hub: Hub = field(default_factory=Hub)
+    pages: OrderedDict[tuple[Any, ...], bytes] = field(default_factory=OrderedDict)
+    quality: dict[tuple[Any, ...], tuple[float, bytes]] = field(default_factory=dict)
+    follower: GoldFollower | None = None
+    monitor: PipelineMonitor | None = None
+
+    @classmethod
+    def from_settings(cls, settings: ApiSettings) -> Serving:
+        """The contracts of ``settings.datasets`` and a gold view of each (nothing read yet)."""
+        contracts = load_contracts(settings.contracts_dir, settings.datasets)
+        lake = Lake.from_settings(settings)
+        return cls(settings, contracts, lake, {name: GoldView(c, lake) for name, c in contracts.items()})
+
+
+def start_background(serving: Serving) -> list[asyncio.Task[None]]:
+    """Start the jobs that fill and refresh ``serving``; cancel the returned tasks to stop them."""
+    settings = serving.settings
+    serving.follower = GoldFollower(settings, serving.views, serving.hub)
+    serving.monitor = PipelineMonitor(settings, serving.lake)
+
+    async def refresh_lake() -> None:
+        while True:
+            for view in serving.views.values():
+                await asyncio.to_thread(view.refresh_lake)
+            await asyncio.sleep(settings.api_lake_refresh_s)
+
+    async def rebuild_snapshots() -> None:
+        while True:
+            for view in serving.views.values():
+                view.expire_live(settings.api_live_ttl_s)
+                await asyncio.to_thread(view.rebuild)
+            await asyncio.sleep(SNAPSHOT_TICK_S)
+
+    jobs: dict[str, Callable[[], Awaitable[None]]] = {
+        "gold follower": serving.follower.run, "lake refresh": refresh_lake,
+        "snapshot rebuild": rebuild_snapshots, "pipeline monitor": serving.monitor.run,
+    }
+    return [asyncio.create_task(_keep_running(name, job)) for name, job in jobs.items()]
+
+
+async def _keep_running(name: str, job: Callable[[], Awaitable[None]]) -> None:
+    """Run a background job forever: a failure (broker or S3 away) is logged and retried with backoff
+    (1 s doubling to 30 s, afresh once the job has run for a minute); a job that returns starts again
+    after a second."""
+    while True:
+        async for attempt in backoff("background job", first_s=1.0, max_s=30.0, reset_after_s=60.0, job=name):
+            with attempt:
+                await job()
+        await asyncio.sleep(1.0)
