@@ -16,7 +16,7 @@ supervisor would, and reported. Once the pipeline has settled it checks:
 * silver ∪ quarantine equals raw minus the injected duplicates (header `lab-injected: duplicate`),
   each once, on the topics and on the lake (lineage columns);
 * gold, the latest row per key on the lake and the latest record per key on the gold topic, equals
-  the DuckDB batch truth over silver (archlab/testing/truth.py);
+  the DuckDB batch truth over silver (archlab/testing/verify.py: the checks the integration tests use);
 * every service is still running.
 
 It prints a verdict table, writes bench/results/chaos.json and .md, and exits 1 on any difference.
@@ -25,7 +25,6 @@ It prints a verdict table, writes bench/results/chaos.json and .md, and exits 1 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import random
@@ -42,19 +41,15 @@ from typing import Any
 
 import orjson
 
-from archlab.contract import Contract, load_contract, quote
-from archlab.core.names import gold_topic, group, quarantine_topic, raw_topic, silver_topic, table_path
+from archlab.contract import load_contract
+from archlab.core.names import group, raw_topic
 from archlab.core.settings import PROJECT_ROOT, Settings
 from archlab.devstack.native import NativeStack
 from archlab.devstack.services import PIPELINE_SERVICES
-from archlab.ingest.generators import INJECTED_HEADER
 from archlab.ingest.produce import produce_synthetic
-from archlab.kafka.clients import read_to_end, topic_partitions
 from archlab.kafka.topics import ensure_topics
-from archlab.lake.query import connect, layer_glob
-from archlab.lake.store import Lake
 from archlab.testing.processes import ServiceProcess
-from archlab.testing.truth import differences, gold_key, truth
+from archlab.testing.verify import Check, PipelineVerifier
 from bench.common import RESULTS, report, throwaway_stack
 
 DATASETS = ("orders", "sensors")
@@ -74,13 +69,6 @@ class Plan:
     produce_s: float = 240.0  # the producers are paced so that sending lasts about this long
     settle_timeout_s: float = 900.0
     seed: int = 7
-
-
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str
 
 
 @dataclass
@@ -329,8 +317,8 @@ async def run_chaos(plan: Plan, stack: NativeStack, settings: Settings, say: Say
         produced_s = time.monotonic() - controller.started
         controller.note("chaos over; waiting for the pipeline to settle")
         settle_began = time.monotonic()
-        verifier = Verifier(settings, contracts_dir, names, say=controller.note,
-                            labels=[f"{datasets[n]} ({n})" for n in names])
+        verifier = PipelineVerifier(settings, {n: load_contract(contracts_dir / f"{n}.yaml") for n in names},
+                                    say=controller.note, labels={n: f"{datasets[n]} ({n})" for n in names})
         await verifier.load_raw()
         await verifier.settle(plan.settle_timeout_s)
         settle_s = time.monotonic() - settle_began
@@ -366,220 +354,6 @@ async def run_chaos(plan: Plan, stack: NativeStack, settings: Settings, say: Say
         for service in services.values():
             service.terminate(20)
     return outcome
-
-
-# ---------------------------------------------------------------------- verification
-def _pos(partition: int, offset: int) -> int:
-    return (partition << 48) | offset
-
-
-async def read_all(settings: Settings, topic: str) -> list:
-    out: list = []
-    async for records in read_to_end(settings, await topic_partitions(settings, topic)):
-        out.extend(records)
-    return out
-
-
-class Verifier:
-    def __init__(self, settings: Settings, contracts_dir: Path, datasets: list[str], say: Say,
-                 labels: list[str] | None = None) -> None:
-        self.settings, self.datasets, self.say = settings, datasets, say
-        self.lake = Lake.from_settings(settings)
-        self.contracts = {name: load_contract(contracts_dir / f"{name}.yaml") for name in datasets}
-        self.labels = {name: label for name, label in zip(datasets, labels or datasets, strict=True)}
-        self.raw: dict[str, dict[int, bytes]] = {}  # position -> md5 of the value
-        self.duplicates: dict[str, set[int]] = {}
-        self.counts: dict[str, Any] = {}
-
-    async def load_raw(self) -> None:
-        for name in self.datasets:
-            digests: dict[int, bytes] = {}
-            dups: set[int] = set()
-            async for records in read_to_end(self.settings, await topic_partitions(self.settings, raw_topic(name))):
-                for r in records:
-                    pos = _pos(r.partition, r.offset)
-                    digests[pos] = hashlib.md5(r.value).digest()
-                    if dict(r.headers).get(INJECTED_HEADER) == b"duplicate":
-                        dups.add(pos)
-            self.raw[name], self.duplicates[name] = digests, dups
-            self.counts[f"{name}_raw"] = len(digests)
-            self.counts[f"{name}_duplicates"] = len(dups)
-            self.say(f"{self.labels[name]}: {len(digests):,} raw records, {len(dups):,} injected duplicates")
-
-    # -- lake readers (a lake read racing a sink that replaces an object is retried by the caller)
-    def _has(self, layer: str, name: str) -> bool:
-        return any(k.endswith(".parquet") for k in self.lake.list(table_path(layer, name)))
-
-    def _count(self, layer: str, name: str) -> int:
-        if not self._has(layer, name):
-            return 0
-        return connect(self.lake).execute("SELECT count(*) FROM read_parquet(?, hive_partitioning=false)",
-                                          [layer_glob(self.lake, layer, name)]).fetchone()[0]
-
-    def bronze(self, name: str) -> list[tuple[int, int, str]]:
-        if not self._has("bronze", name):
-            return []
-        return connect(self.lake).execute(
-            'SELECT "partition", "offset", md5("value") FROM read_parquet(?, hive_partitioning=false)',
-            [layer_glob(self.lake, "bronze", name)]).fetchall()
-
-    def lake_lineage(self, name: str) -> list[int]:
-        out = []
-        for layer, p, o in (("silver", "_source_partition", "_source_offset"),
-                            ("quarantine", "source_partition", "source_offset")):
-            if self._has(layer, name):
-                rows = connect(self.lake).execute(
-                    f"SELECT {p}, {o} FROM read_parquet(?, hive_partitioning=false)",
-                    [layer_glob(self.lake, layer, name)]).fetchall()
-                out += [_pos(a, b) for a, b in rows]
-        return out
-
-    def _truth(self, name: str) -> dict:
-        con = connect(self.lake)
-        con.execute(f"CREATE VIEW silver AS SELECT * FROM read_parquet('{layer_glob(self.lake, 'silver', name)}', "
-                    "hive_partitioning=false)")
-        return truth(con, "silver", self.contracts[name])
-
-    def gold_lake_differences(self, name: str) -> list[str]:
-        contract = self.contracts[name]
-        if not self._has("gold", name):
-            return ["no gold on the lake yet"]
-        dims = list(dict.fromkeys(d for a in contract.aggregates for d in a.group_by))
-        keys = ", ".join(["aggregate", "window_start", *(quote(d) for d in dims)])
-        rows = connect(self.lake).sql(
-            f"SELECT * FROM read_parquet('{layer_glob(self.lake, 'gold', name)}', hive_partitioning=false) "
-            f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY revision DESC) = 1"
-        ).to_arrow_table().to_pylist()
-        return differences(self._truth(name), {gold_key(row, contract): row for row in rows})
-
-    async def gold_topic_differences(self, name: str) -> list[str]:
-        contract: Contract = self.contracts[name]
-        latest = {r.key: orjson.loads(r.value) for r in await read_all(self.settings, gold_topic(name))}
-        expected = await asyncio.to_thread(self._truth, name)
-        return differences(expected, {gold_key(v, contract): v for v in latest.values()})
-
-    # -- settling
-    def _layers_complete(self) -> list[str]:
-        waiting = []
-        for name in self.datasets:
-            raw = len(self.raw[name])
-            bronze = self._count("bronze", name)
-            refined = self._count("silver", name) + self._count("quarantine", name)
-            want = raw - len(self.duplicates[name])
-            if bronze < raw:
-                waiting.append(f"{name} bronze {bronze:,}/{raw:,}")
-            if refined < want:
-                waiting.append(f"{name} silver+quarantine {refined:,}/{want:,}")
-        return waiting
-
-    async def settle(self, timeout: float) -> None:
-        """Wait until bronze, silver and quarantine hold at least every expected row on the lake and
-        gold on the lake equals the truth (or the time is up: the checks then say what differs)."""
-        deadline = time.monotonic() + timeout
-        last_said = 0.0
-        while time.monotonic() < deadline:
-            try:
-                waiting = await asyncio.to_thread(self._layers_complete)
-                if not waiting:
-                    for name in self.datasets:
-                        problems = await asyncio.to_thread(self.gold_lake_differences, name)
-                        if problems:
-                            waiting.append(f"{name} gold: {len(problems)} differences, e.g. {problems[0]}")
-            except Exception as exc:  # noqa: BLE001 - an object replaced while read, or MinIO warming up
-                waiting = [f"lake read failed: {exc!r}"[:200]]
-            if not waiting:
-                self.say("settled")
-                return
-            if time.monotonic() - last_said > 15:
-                self.say("waiting: " + "; ".join(waiting))
-                last_said = time.monotonic()
-            await asyncio.sleep(3)
-        self.say(f"not settled within {timeout:.0f} s")
-
-    # -- the checks
-    async def checks(self) -> list[Check]:
-        out: list[Check] = []
-        for name in self.datasets:
-            label = self.labels[name]
-            out.append(await self._retry(lambda n=name: self._bronze_check(n), f"{label}: bronze = raw, each once, byte-identical"))
-            out.append(await self._silver_topic_check(name, f"{label}: silver ∪ quarantine topics = raw − duplicates, each once"))
-            out.append(await self._retry(lambda n=name: self._silver_lake_check(n),
-                                         f"{label}: silver ∪ quarantine lake = raw − duplicates, each once"))
-            out.append(await self._retry(lambda n=name: self._gold_lake_check(n), f"{label}: gold lake (latest per key) = truth"))
-            problems = await self.gold_topic_differences(name)
-            out.append(Check(f"{label}: gold topic (latest per key) = truth", not problems,
-                             _summary(problems, "every window and group equal")))
-        return out
-
-    async def _retry(self, check: Callable[[], Check], title: str) -> Check:
-        error: Exception | None = None
-        for _ in range(5):
-            try:
-                result = await asyncio.to_thread(check)
-                result.name = title
-                return result
-            except Exception as exc:  # noqa: BLE001 - a lake object replaced between listing and reading
-                error = exc
-                await asyncio.sleep(2)
-        return Check(title, False, f"could not read the lake: {error!r}")
-
-    def _bronze_check(self, name: str) -> Check:
-        sent = self.raw[name]
-        seen: dict[int, str] = {}
-        duplicates = []
-        for partition, offset, digest in self.bronze(name):
-            pos = _pos(partition, offset)
-            if pos in seen:
-                duplicates.append((partition, offset))
-            seen[pos] = digest
-        missing = sent.keys() - seen.keys()
-        unexpected = seen.keys() - sent.keys()
-        changed = [pos for pos in sent.keys() & seen.keys() if sent[pos].hex() != seen[pos]]
-        self.counts[f"{name}_bronze_rows"] = len(seen) + len(duplicates)
-        problems = [f"{len(x)} {what}" for x, what in ((duplicates, "landed twice"), (missing, "missing"),
-                                                       (unexpected, "unexpected"), (changed, "changed")) if x]
-        return Check("", not problems, "; ".join(problems) or f"{len(sent):,} records, each once, identical")
-
-    def _refined_check(self, name: str, positions: list[int], where: str) -> Check:
-        want = self.raw[name].keys() - self.duplicates[name]
-        got = set(positions)
-        twice = len(positions) - len(got)
-        missing = want - got
-        unexpected = got - want
-        self.counts[f"{name}_{where}_refined"] = len(positions)
-        problems = [f"{x} {what}" for x, what in ((twice, "came out twice"), (len(missing), "missing"),
-                                                   (len(unexpected), "unexpected (a duplicate or unknown offset)")) if x]
-        return Check("", not problems, "; ".join(problems) or f"{len(want):,} records, each once")
-
-    async def _silver_topic_check(self, name: str, title: str) -> Check:
-        positions = []
-        silver = 0
-        for topic, p, o in ((silver_topic(name), "_source_partition", "_source_offset"),
-                            (quarantine_topic(name), "source_partition", "source_offset")):
-            async for records in read_to_end(self.settings, await topic_partitions(self.settings, topic)):
-                for r in records:
-                    row = orjson.loads(r.value)
-                    positions.append(_pos(row[p], row[o]))
-            if topic == silver_topic(name):
-                silver = len(positions)
-        self.counts[f"{name}_silver"] = silver
-        self.counts[f"{name}_quarantine"] = len(positions) - silver
-        check = self._refined_check(name, positions, "topic")
-        check.name = title
-        return check
-
-    def _silver_lake_check(self, name: str) -> Check:
-        return self._refined_check(name, self.lake_lineage(name), "lake")
-
-    def _gold_lake_check(self, name: str) -> Check:
-        problems = self.gold_lake_differences(name)
-        return Check("", not problems, _summary(problems, "every window and group equal"))
-
-
-def _summary(problems: list[str], fine: str) -> str:
-    if not problems:
-        return fine
-    return f"{len(problems)} differences, e.g. " + " | ".join(problems[:3])
 
 
 # ---------------------------------------------------------------------- output

@@ -13,15 +13,14 @@ from collections.abc import Callable, Iterator
 
 import duckdb
 import pytest
-from aiokafka.structs import ConsumerRecord
 
-from archlab.core import names
 from archlab.core.settings import PROJECT_ROOT, Settings
-from archlab.kafka.clients import read_to_end, topic_partitions
+from archlab.kafka.clients import read_all as read_all  # for the tests that import it from here
 from archlab.kafka.topics import ensure_topics
-from archlab.lake.query import connect, layer_glob
 from archlab.lake.store import Lake
 from archlab.testing import processes
+from archlab.testing.verify import bronze_rows as bronze_rows  # for the tests that import it from here
+from archlab.testing.verify import landed_exactly_once
 
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 
@@ -92,24 +91,6 @@ async def read_topic(settings: Settings, topic: str) -> dict[tuple[int, int], by
     return {(r.partition, r.offset): r.value for r in await read_all(settings, topic)}
 
 
-async def read_all(settings: Settings, topic: str) -> list[ConsumerRecord]:
-    """Every committed record of a topic (read_committed), headers included."""
-    out: list[ConsumerRecord] = []
-    async for records in read_to_end(settings, await topic_partitions(settings, topic)):
-        out.extend(records)
-    return out
-
-
-def bronze_rows(lake: Lake, dataset: str) -> list[tuple[int, int, bytes]]:
-    """(partition, offset, value) of every bronze row of a dataset, duplicates included."""
-    if not [k for k in lake.list(names.table_path("bronze", dataset)) if k.endswith(".parquet")]:
-        return []
-    return connect(lake).execute(
-        'SELECT "partition", "offset", "value" FROM read_parquet(?, hive_partitioning=false)',
-        [layer_glob(lake, "bronze", dataset)],
-    ).fetchall()
-
-
 def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.5) -> None:
     """Poll ``condition``; a lake read racing a sink that rewrites an object counts as 'not yet'."""
     deadline = time.monotonic() + timeout
@@ -126,17 +107,5 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, interva
 
 def assert_exactly_once(rows: list[tuple[int, int, bytes]], sent: dict[tuple[int, int], bytes]) -> None:
     """Each sent (partition, offset) landed exactly once with byte-identical value, nothing else."""
-    seen: dict[tuple[int, int], bytes] = {}
-    duplicates = []
-    for partition, offset, value in rows:
-        if (partition, offset) in seen:
-            duplicates.append((partition, offset))
-        seen[(partition, offset)] = value
-    missing = sorted(set(sent) - set(seen))
-    unexpected = sorted(set(seen) - set(sent))
-    changed = [key for key in sent.keys() & seen.keys() if sent[key] != seen[key]]
-    assert not duplicates, f"{len(duplicates)} records landed twice, e.g. {duplicates[:5]}"
-    assert not missing, f"{len(missing)} records missing, e.g. {missing[:5]}"
-    assert not unexpected, f"{len(unexpected)} unexpected records, e.g. {unexpected[:5]}"
-    assert not changed, f"{len(changed)} values differ from what was sent, e.g. {changed[:5]}"
-    assert len(rows) == len(sent)
+    problems = landed_exactly_once(rows, sent)
+    assert not problems, "; ".join(problems)

@@ -35,7 +35,13 @@ from archlab.core import names
 from archlab.core.settings import Settings
 from archlab.ingest.generators import make_generator
 from archlab.ingest.produce import produce_synthetic
-from archlab.kafka.clients import KeyedBatchSender, make_consumer, make_producer, topic_partitions
+from archlab.kafka.clients import (
+    KeyedBatchSender,
+    end_offsets,
+    make_consumer,
+    make_producer,
+    topic_partitions,
+)
 from archlab.lake.latest import gold_key_columns, latest_per_key_sql
 from archlab.lake.query import connect, layer_glob
 from archlab.lake.store import Lake
@@ -296,7 +302,8 @@ async def test_pipeline_reports_lag_and_lake_objects(served: Served, client: htt
     groups = {g["group"]: g for s in body["services"] for g in s["groups"]}
     refiner = groups[f"silver-{served.dataset}"]
     assert refiner["lag"] == 0 and refiner["health"] == "ok"
-    raw_end = sum((await _ends(served.settings, names.raw_topic(served.dataset))).values())
+    raw = await topic_partitions(served.settings, names.raw_topic(served.dataset))
+    raw_end = sum((await end_offsets(served.settings, raw)).values())
     assert {t["topic"]: t["committed"] for t in refiner["topics"]}[names.raw_topic(served.dataset)] == raw_end
     lake = {(row["layer"]): row for row in body["lake"]}
     modified = {k: served.lake.fs.info(served.lake.path(k))["LastModified"]
@@ -304,15 +311,6 @@ async def test_pipeline_reports_lag_and_lake_objects(served: Served, client: htt
     newest = {k for k, at in modified.items() if at == max(modified.values())}  # S3 times are to the second
     assert lake["silver"]["last_object"] in newest
     assert lake["gold"]["objects"] == len([k for k in served.lake.list(names.table_path("gold", served.dataset)) if k.endswith(".parquet")])
-
-
-async def _ends(settings: Settings, topic: str) -> dict[Any, int]:
-    consumer = make_consumer(settings, group_id=None)
-    await consumer.start()
-    try:
-        return await consumer.end_offsets(await topic_partitions(settings, topic))
-    finally:
-        await consumer.stop()
 
 
 @pytest.mark.parametrize(("path", "params", "status", "named"), [

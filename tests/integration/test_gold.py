@@ -19,9 +19,8 @@ from archlab.core import names
 from archlab.core.settings import Settings
 from archlab.ingest.generators import DirtyRates, make_generator
 from archlab.ingest.produce import produce_synthetic
-from archlab.lake.query import connect, layer_glob
 from archlab.lake.store import Lake
-from tests.gold_truth import differences, gold_key, truth
+from archlab.testing.verify import gold_topic_differences, wait_gold_equals_truth
 from tests.integration.conftest import kill9_repeatedly, read_all, wait_until
 from tests.integration.test_silver import copy_contract
 
@@ -50,43 +49,14 @@ def _env(dataset: str, contracts: Path, instance: str = "test") -> dict[str, str
             "LAB_COMPACTION_INTERVAL_S": "2"}
 
 
-def lake_differences(lake: Lake, dataset: str, contracts: Path) -> list[str]:
-    """Gold on the lake (latest row per key) against the truth over silver on the lake."""
-    contract = load_contract(contracts / f"{dataset}.yaml")
-    if not [k for k in lake.list(names.table_path("gold", dataset)) if k.endswith(".parquet")]:
-        return ["no gold yet"]
-    con = connect(lake)
-    con.execute(f"CREATE VIEW silver AS SELECT * FROM read_parquet('{layer_glob(lake, 'silver', dataset)}', hive_partitioning=false)")
-    expected = truth(con, "silver", contract)
-    rows = con.sql(
-        f"SELECT * FROM read_parquet('{layer_glob(lake, 'gold', dataset)}', hive_partitioning=false) "
-        "QUALIFY row_number() OVER (PARTITION BY aggregate, window_start, category, country ORDER BY revision DESC) = 1"
-    ).to_arrow_table().to_pylist()
-    return differences(expected, {gold_key(row, contract): row for row in rows})
+async def settle(lake: Lake, dataset: str, contracts: Path, timeout: float) -> list[str]:
+    """Poll until gold on the lake equals the truth over silver (or time out); the last differences."""
+    return await wait_gold_equals_truth(lake, load_contract(contracts / f"{dataset}.yaml"), timeout)
 
 
 async def topic_differences(settings: Settings, lake: Lake, dataset: str, contracts: Path) -> list[str]:
-    """The compacted gold topic (latest record per key) against the same truth."""
-    contract = load_contract(contracts / f"{dataset}.yaml")
-    latest = {r.key: orjson.loads(r.value) for r in await read_all(settings, names.gold_topic(dataset))}
-    con = connect(lake)
-    con.execute(f"CREATE VIEW silver AS SELECT * FROM read_parquet('{layer_glob(lake, 'silver', dataset)}', hive_partitioning=false)")
-    return differences(truth(con, "silver", contract), {gold_key(v, contract): v for v in latest.values()})
-
-
-async def settle(lake: Lake, dataset: str, contracts: Path, timeout: float) -> list[str]:
-    """Poll until gold on the lake equals the truth over silver (or time out); the last differences."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    problems = ["not compared yet"]
-    while asyncio.get_running_loop().time() < deadline:
-        try:
-            problems = await asyncio.to_thread(lake_differences, lake, dataset, contracts)
-        except Exception as exc:  # an object replaced between listing and reading: try again
-            problems = [repr(exc)]
-        if not problems:
-            return problems
-        await asyncio.sleep(2)
-    return problems
+    """The compacted gold topic (latest record per key) against the truth over silver."""
+    return await gold_topic_differences(settings, lake, load_contract(contracts / f"{dataset}.yaml"))
 
 
 async def test_gold_equals_a_batch_recomputation_over_silver(
