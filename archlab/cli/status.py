@@ -29,8 +29,9 @@ from archlab.lake.store import Lake
 
 STATUS_TOPICS = (TopicKind.RAW, TopicKind.SILVER, TopicKind.QUARANTINE, TopicKind.DQ, TopicKind.GOLD)
 """The topics a dataset's records pass through (the services' internal changelogs are left out)."""
-FOOTER_BUDGET_S = 1.0
-"""How long footers are read for before the remaining rows are estimated."""
+FOOTER_BUDGET_S = 0.5
+"""How long footers are read for before the remaining rows are estimated: with Python's start and the
+broker's answers, `lab status` stays under two seconds."""
 
 
 async def collect_status(settings: Settings, *, exact: bool = False) -> dict[str, Any]:
