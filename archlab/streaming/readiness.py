@@ -2,7 +2,8 @@
 
 A stage is working once ``lab_assigned_partitions`` (set by :mod:`archlab.streaming.runtime` when
 partitions are assigned) is above zero for its input topics. Tests and benchmarks wait for that instead
-of reading log lines, which are for people and may change wording.
+of reading log lines, which are for people and may change wording; :func:`metric_total` reads any other
+counter the same way (e.g. the lake sink's retries during an outage).
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ def scrape(port: int, host: str = "127.0.0.1", timeout: float = 2.0) -> list[Sam
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return []
     return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def metric_total(port: int, name: str, host: str = "127.0.0.1", **labels: str) -> float:
+    """The sum of the samples ``name`` whose labels include ``labels``; 0 when there are none."""
+    return sum(s.value for s in scrape(port, host) if s.name == name and labels.items() <= s.labels.items())
 
 
 def owns_partitions(port: int, topic_pattern: str, host: str = "127.0.0.1") -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,6 +17,7 @@ from archlab.core.settings import PROJECT_ROOT, Settings
 from archlab.kafka.clients import read_all as read_all  # for the tests that import it from here
 from archlab.kafka.topics import ensure_topics
 from archlab.lake.store import Lake
+from archlab.streaming.readiness import owns_partitions
 from archlab.testing import processes
 from archlab.testing.verify import bronze_rows as bronze_rows  # for the tests that import it from here
 from archlab.testing.verify import landed_exactly_once
@@ -42,14 +42,15 @@ class ServiceProcess(processes.ServiceProcess):
     """A registered service started for a test (the launcher's process group and log), that a
     test can also wait on until it works."""
 
-    def wait_for_log(self, pattern: str, timeout: float = 60) -> None:
-        """Block until the service logged a line matching ``pattern``, or fail."""
-        wait_until(lambda: re.search(pattern, self.log_path.read_text(errors="replace")) is not None, timeout,
-                   f"{self.name} to log {pattern!r}\n{self.log_tail()}", interval=0.1)
+    metrics_port = 0  # its LAB_METRICS_PORT, chosen by start_service
 
     async def working(self, timeout: float = 60, topic_pattern: str = r"\.raw") -> None:
-        """Wait until the service owns partitions of its input topics, so that a kill hits it mid-work."""
-        await asyncio.to_thread(self.wait_for_log, rf"partitions assigned.*{topic_pattern}/\d", timeout)
+        """Wait until the service owns partitions of its input topics (its readiness gauge, read from its
+        metrics endpoint), so that a kill hits it mid-work."""
+        await asyncio.to_thread(
+            wait_until, lambda: owns_partitions(self.metrics_port, topic_pattern), timeout,
+            f"{self.name} to own partitions of {topic_pattern!r}\n{self.log_tail()}", interval=0.1,
+        )
 
 
 @pytest.fixture
@@ -59,9 +60,10 @@ def start_service(request: pytest.FixtureRequest) -> Iterator[Callable[..., Serv
     ARTIFACTS.mkdir(exist_ok=True)
 
     def start(name: str, **env: str) -> ServiceProcess:
-        full_env = {**os.environ, **env}
+        full_env = {**os.environ, "LAB_METRICS_PORT": str(processes.free_port()), **env}
         log_path = ARTIFACTS / f"{request.node.name}-{name}-{len(started)}.log"
         service = ServiceProcess(name, full_env, log_path)
+        service.metrics_port = int(full_env["LAB_METRICS_PORT"])
         started.append(service)
         return service
 
