@@ -48,7 +48,8 @@ from archlab.devstack.native import NativeStack
 from archlab.devstack.services import PIPELINE_SERVICES
 from archlab.ingest.produce import produce_synthetic
 from archlab.kafka.topics import ensure_topics
-from archlab.testing.processes import ServiceProcess
+from archlab.streaming.readiness import owns_partitions
+from archlab.testing.processes import ServiceProcess, free_port
 from archlab.testing.verify import Check, PipelineVerifier
 from bench.common import RESULTS, report, throwaway_stack
 
@@ -96,7 +97,9 @@ class Service:
 
     def _launch(self) -> ServiceProcess:
         self.starts += 1
-        return ServiceProcess(self.name, self.env, self.logs / f"{self.name}-{self.starts}.log")
+        self.metrics_port = free_port()  # where working() reads its readiness gauge
+        env = {**self.env, "LAB_METRICS_PORT": str(self.metrics_port)}
+        return ServiceProcess(self.name, env, self.logs / f"{self.name}-{self.starts}.log")
 
     def start(self) -> None:
         self.process = self._launch()
@@ -123,7 +126,7 @@ class Service:
         return self.process.terminate(timeout)
 
     def working(self) -> bool:
-        return "partitions assigned" in self.log_path.read_text(errors="replace")
+        return owns_partitions(self.metrics_port, ".")
 
     def log_tail(self, lines: int = 15) -> str:
         return self.process.log_tail(lines)
