@@ -11,7 +11,7 @@ import asyncio
 import typer
 
 from archlab.cli.common import console, load_settings
-from archlab.cli.infra import down, infra_app, up
+from archlab.cli.infra import UP_EPILOG, down, infra_app, up
 from archlab.cli.produce import produce, replay
 from archlab.cli.status import status
 from archlab.cli.topics import tail
@@ -20,7 +20,8 @@ from archlab.lake.store import ensure_bucket
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_show_locals=False)
 app.add_typer(infra_app, name="infra", help="Run the native Kafka and MinIO (make infra-up / infra-down).")
-app.command(help="Start Kafka, MinIO and every service in the foreground; Ctrl-C stops everything.")(up)
+app.command(help="Start Kafka, MinIO and every service in the foreground; Ctrl-C stops everything.",
+            epilog=UP_EPILOG)(up)
 app.command(help="Stop everything `lab up` started.")(down)
 for command in (produce, replay, tail, status):
     app.command()(command)

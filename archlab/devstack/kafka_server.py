@@ -12,15 +12,15 @@ import subprocess
 import uuid
 
 from archlab.core.settings import PROJECT_ROOT
-from archlab.devstack.config import NotProvisionedError, StackConfig, StackError, kafka_libs
+from archlab.devstack.config import NotProvisionedError, StackConfig, StackError
 from archlab.devstack.launcher import port_open
 
 KAFKA_LOG4J_CONFIG = PROJECT_ROOT / "infra" / "kafka" / "log4j2.properties"
 
 
-def java_and_classpath() -> tuple[str, str]:
+def java_and_classpath(config: StackConfig) -> tuple[str, str]:
     """The ``java`` to run and the class path of the provisioned jars, or NotProvisionedError."""
-    libs = kafka_libs()
+    libs = config.kafka_libs
     if not any(libs.glob("kafka_2.13-*.jar")):
         raise NotProvisionedError(f"Kafka jars not found in {libs}: run `make provision` first")
     java = shutil.which("java")
@@ -102,7 +102,7 @@ def format_storage(config: StackConfig, java: str, classpath: str) -> None:
 
 def prepare(config: StackConfig) -> list[str]:
     """Write the server properties, format the storage on first use; returns the command to launch."""
-    java, classpath = java_and_classpath()
+    java, classpath = java_and_classpath(config)
     for folder in (config.kafka_data, config.logs_dir, config.run_dir):
         folder.mkdir(parents=True, exist_ok=True)
     config.kafka_properties.write_text(kafka_properties(config))

@@ -6,12 +6,12 @@ import os
 
 import httpx
 
-from archlab.devstack.config import NotProvisionedError, StackConfig, StackError, minio_binary
+from archlab.devstack.config import NotProvisionedError, StackConfig, StackError
 
 
 def prepare(config: StackConfig) -> tuple[list[str], dict[str, str]]:
     """Check the binary and the credentials, create the folders; returns the command and its environment."""
-    binary = minio_binary()
+    binary = config.minio_binary
     if not os.access(binary, os.X_OK):
         raise NotProvisionedError(f"MinIO binary not found at {binary}: run `make provision` first")
     if len(config.access_key) < 3 or len(config.secret_key) < 8:

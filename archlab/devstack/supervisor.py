@@ -19,11 +19,12 @@ from pathlib import Path
 from types import FrameType
 
 import psutil
+from pydantic import Field
 from rich.console import Console
 from rich.markup import escape
 
 from archlab.core.settings import PROJECT_ROOT
-from archlab.devstack.config import StackError
+from archlab.devstack.config import StackError, StackSettings
 from archlab.devstack.launcher import (
     ManagedProcess,
     kill_group_or_process,
@@ -53,6 +54,15 @@ class SupervisorError(RuntimeError):
 
 class _Interrupted(BaseException):
     """Raised by the signal handler to abandon the infrastructure start-up."""
+
+
+class SupervisorSettings(StackSettings):
+    """What ``lab up`` adds to the stack's settings: the ports of the services it runs."""
+
+    api_port: int = Field(8000, ge=1, le=65535, description="Port of the query API")
+    ui_port: int = Field(8501, ge=1, le=65535, description="Port of the dashboard")
+    metrics_base_port: int = Field(9101, ge=1, le=65535,
+                                   description="Services get consecutive Prometheus metrics ports from here")
 
 
 @dataclass(frozen=True)
