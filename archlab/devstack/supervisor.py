@@ -248,6 +248,9 @@ class _Supervisor:
 
     def schedule_restart(self, child: _Child, ran: float) -> float:
         """Exponential backoff, so a service that fails at once does not spin; returns the delay."""
+        # Not tenacity (core.retry): its waits are computed from the RetryCallState of its own
+        # call-sleep-retry loop, while here one non-blocking loop watches every child and a restart is
+        # no retried call; feeding wait_exponential a made-up call state would hide this plain doubling.
         if ran >= BACKOFF_RESET_AFTER_S:
             child.backoff = BACKOFF_FIRST_S
         delay = child.backoff
