@@ -35,13 +35,13 @@ provision: env ## fetch Kafka's jars and build MinIO into .stack/ (cached, pinne
 	@bash scripts/provision.sh
 
 up: provision .env ## start Kafka, MinIO and every service; Ctrl-C stops everything
-	@set -a; source .env; set +a; exec $(LAB) up
+	@exec $(LAB) up
 
 down: env ## stop everything `make up` started
-	@set -a; [ -f .env ] && source .env; set +a; $(LAB) down
+	@$(LAB) down
 
 infra-up: provision .env ## start only Kafka and MinIO (background) and create bucket + topics
-	@set -a; source .env; set +a; $(LAB) infra up
+	@$(LAB) infra up
 
 infra-down: env ## stop Kafka and MinIO
 	@$(LAB) infra down
