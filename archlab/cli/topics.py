@@ -13,7 +13,13 @@ import typer
 from rich.console import Console
 
 from archlab.cli.common import console, load_settings
+from archlab.core import names
 from archlab.kafka.clients import make_consumer, topic_partitions
+
+TopicKind = names.TopicKind
+TOPIC_EXAMPLES = "e.g. " + ", ".join(
+    names.topic("orders", kind) for kind in (TopicKind.RAW, TopicKind.SILVER, TopicKind.QUARANTINE, TopicKind.GOLD)
+)
 
 
 def render_value(value: bytes | None) -> str:
@@ -31,7 +37,7 @@ def render_value(value: bytes | None) -> str:
 
 
 def tail(
-    topic: Annotated[str, typer.Argument(help="e.g. orders.raw, orders.silver, orders.quarantine, orders.gold")],
+    topic: Annotated[str, typer.Argument(help=TOPIC_EXAMPLES)],
     from_beginning: Annotated[bool, typer.Option("--from-beginning", help="start at the oldest record")] = False,
     n: Annotated[int, typer.Option("-n", min=0, help="stop after N records; 0 = follow")] = 0,
     partition: Annotated[int | None, typer.Option(help="only this partition")] = None,

@@ -297,7 +297,3 @@ class Contract(BaseModel):
         ]
         return pa.schema([*self.arrow_schema, *derived, *enriched, *LINEAGE])
 
-    def topic(self, layer: str) -> str:
-        """Kafka topic of a layer: ``<dataset>.raw|silver|quarantine|gold``."""
-        return f"{self.dataset}.{layer}"
-

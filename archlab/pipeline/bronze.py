@@ -9,8 +9,6 @@ from operator import attrgetter
 import pyarrow as pa
 from aiokafka.structs import ConsumerRecord
 
-from archlab.core import names
-
 HEADER = pa.struct([pa.field("key", pa.string()), pa.field("value", pa.binary())])
 BRONZE_SCHEMA = pa.schema(
     [
@@ -33,9 +31,6 @@ class BronzeEncoder:
     layer = "bronze"
     schema = BRONZE_SCHEMA
     subdir_column = None
-
-    def dataset_of(self, topic: str) -> str:
-        return names.dataset_of(topic)
 
     def time_column(self, dataset: str) -> str:
         return "kafka_timestamp"

@@ -20,7 +20,7 @@ CONTRACTS = PROJECT_ROOT / "contracts"
 
 def test_orders_contract_has_typed_schema_event_time_and_key() -> None:
     contract = load_contract(CONTRACTS / "orders.yaml")
-    assert contract.topic("raw") == "orders.raw"
+    assert contract.dataset == "orders"
     assert contract.key == ["order_id"]
     schema = contract.arrow_schema
     assert schema.field("event_time").type == pa.timestamp("us", tz="UTC")

@@ -115,12 +115,7 @@ FORBIDDEN = {
 TOPIC_SURGERY = {"removesuffix", "removeprefix", "endswith", "startswith", "rsplit", "rpartition", "split", "partition"}
 #: Occurrences in files that other work is rewriting now, to be swept into ``archlab.core.names``
 #: calls; each entry is (file, the string literal's source text). Delete an entry with its literal.
-NOT_YET_SWEPT: set[tuple[str, str]] = {
-    # Contract.topic: names.topic(self.dataset, layer), or the method goes (tests/unit/test_contract.py uses it)
-    ("archlab/contract/model.py", 'f"{self.dataset}.{layer}"'),
-    # `lab tail`'s help: build the examples with names.topic("orders", kind)
-    ("archlab/cli/topics.py", '"e.g. orders.raw, orders.silver, orders.quarantine, orders.gold"'),
-}
+NOT_YET_SWEPT: set[tuple[str, str]] = set()  # every file is swept; keep empty
 
 
 class _Source:

@@ -24,14 +24,11 @@ class SilverEncoder:
     def __init__(self, contracts: dict[str, Contract]) -> None:
         self._contracts = contracts
 
-    def dataset_of(self, topic: str) -> str:
-        return names.dataset_of(topic)
-
     def time_column(self, dataset: str) -> str:
         return self._contracts[dataset].event_time
 
     def encode(self, records: Sequence[ConsumerRecord]) -> pa.Table:
-        contract = self._contracts[self.dataset_of(records[0].topic)]
+        contract = self._contracts[names.dataset_of(records[0].topic)]
         return silver_from_json([r.value for r in records], contract)
 
 
@@ -40,9 +37,6 @@ class QuarantineEncoder:
 
     layer = "quarantine"
     subdir_column = None
-
-    def dataset_of(self, topic: str) -> str:
-        return names.dataset_of(topic)
 
     def time_column(self, dataset: str) -> str:
         return "kafka_timestamp"
@@ -56,9 +50,6 @@ class DqEncoder:
 
     layer = "dq"
     subdir_column = None
-
-    def dataset_of(self, topic: str) -> str:
-        return names.dataset_of(topic)
 
     def time_column(self, dataset: str) -> str:
         return "minute"
