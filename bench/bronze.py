@@ -6,29 +6,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 
 from archlab.core import names
 from archlab.core.settings import Settings
-from archlab.kafka.clients import make_consumer
-from archlab.lake.store import Lake
 from archlab.pipeline.bronze import BronzeEncoder
-from archlab.streaming.lake_sink import LakeSink, RollPolicy
+from archlab.streaming.lake_sink import land
 from bench.common import against_consume_only, report
 
 
-@asynccontextmanager
-async def bronze_sink(settings: Settings, dataset: str, group: str) -> AsyncIterator[Callable[[asyncio.Event], Awaitable[None]]]:
-    consumer = make_consumer(settings, group_id=group)
-    sink = LakeSink(consumer, Lake.from_settings(settings), BronzeEncoder(), group_id=group,
-                    policy=RollPolicy(settings.flush_records, settings.flush_bytes, 1.0))
-    consumer.subscribe([names.raw_topic(dataset)], listener=sink.listener)
-    await consumer.start()
-    try:
-        yield sink.run
-    finally:
-        await consumer.stop()
+async def bronze_sink(settings: Settings, dataset: str, group: str, stop: asyncio.Event) -> None:
+    """The service's own landing loop; files roll after 1 s so the backlog's tail is not a 5 s wait."""
+    quick = settings.model_copy(update={"flush_interval_s": 1.0})
+    await land(quick, BronzeEncoder(), [names.raw_topic(dataset)], group, stop)
 
 
 def main(events: int = 1_000_000) -> None:

@@ -9,7 +9,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, contextmanager
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -66,7 +66,8 @@ async def consume_only_rate(settings: Settings, topic: str) -> tuple[int, float]
     return seen, time.perf_counter() - started
 
 
-Component = Callable[[Settings, str, str], AbstractAsyncContextManager[Callable[[asyncio.Event], Awaitable[None]]]]
+#: A service's stage run as the service runs it: (settings, dataset, consumer group, stop event).
+Component = Callable[[Settings, str, str, asyncio.Event], Awaitable[None]]
 
 
 async def against_consume_only(events: int, label: str, target: float, component: Component) -> dict[str, object]:
@@ -78,14 +79,13 @@ async def against_consume_only(events: int, label: str, target: float, component
         produced = await produce_synthetic(settings, "orders", count=events, rate=0, seed=1, topic=topic)
         consumed, consume_s = await consume_only_rate(settings, topic)
         group = names.group(label, dataset)
-        async with component(settings, dataset, group) as run:
-            stop = asyncio.Event()
-            started = time.perf_counter()
-            task = asyncio.create_task(run(stop))
-            await wait_caught_up(settings, group, [topic], poll_s=0.05)
-            elapsed = time.perf_counter() - started
-            stop.set()
-            await task
+        stop = asyncio.Event()
+        started = time.perf_counter()
+        task = asyncio.create_task(component(settings, dataset, group, stop))
+        await wait_caught_up(settings, group, [topic], poll_s=0.05)
+        elapsed = time.perf_counter() - started
+        stop.set()
+        await task
     consume_rate = consumed / consume_s
     rate = events / elapsed
     return {
