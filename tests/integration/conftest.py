@@ -17,7 +17,7 @@ from archlab.core.settings import PROJECT_ROOT, Settings
 from archlab.kafka.clients import read_all as read_all  # for the tests that import it from here
 from archlab.kafka.topics import ensure_topics
 from archlab.lake.store import Lake
-from archlab.streaming.readiness import owns_partitions
+from archlab.streaming.readiness import metric_total, owns_partitions
 from archlab.testing import processes
 from archlab.testing.verify import bronze_rows as bronze_rows  # for the tests that import it from here
 from archlab.testing.verify import landed_exactly_once
@@ -52,6 +52,11 @@ class ServiceProcess(processes.ServiceProcess):
             f"{self.name} to own partitions of {topic_pattern!r}\n{self.log_tail()}", interval=0.1,
         )
 
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of its samples ``name`` with these labels, read now from its metrics endpoint (0: none,
+        or it does not answer). A killed process's counters are gone: read them before the kill."""
+        return metric_total(self.metrics_port, name, **labels)
+
 
 @pytest.fixture
 def start_service(request: pytest.FixtureRequest) -> Iterator[Callable[..., ServiceProcess]]:
@@ -74,15 +79,18 @@ def start_service(request: pytest.FixtureRequest) -> Iterator[Callable[..., Serv
 
 async def kill9_repeatedly(
     start: Callable[[], ServiceProcess], times: int, seed: int, topic_pattern: str = r"\.raw",
-    pause: tuple[float, float] = (0.3, 2.0),
+    pause: tuple[float, float] = (0.3, 2.0), before_kill: Callable[[ServiceProcess], object] | None = None,
 ) -> ServiceProcess:
     """Start a service, then ``times`` times: wait until it works, kill -9 it at a random moment,
-    start it again. Returns the last instance, still running."""
+    start it again. Returns the last instance, still running. ``before_kill`` sees each instance just
+    before its kill (e.g. to read its metrics, which die with it)."""
     rng = random.Random(seed)
     service = start()
     for _ in range(times):
         await service.working(topic_pattern=topic_pattern)
         await asyncio.sleep(rng.uniform(*pause))
+        if before_kill is not None:
+            await asyncio.to_thread(before_kill, service)
         service.kill9()
         service = start()
     return service

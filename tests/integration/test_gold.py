@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from archlab.ingest.generators import DirtyRates, make_generator
 from archlab.ingest.produce import produce_synthetic
 from archlab.lake.store import Lake
 from archlab.testing.verify import gold_topic_differences, wait_gold_equals_truth
-from tests.integration.conftest import kill9_repeatedly, read_all, wait_until
+from tests.integration.conftest import ServiceProcess, kill9_repeatedly, read_all, wait_until
 from tests.integration.test_silver import copy_contract
 
 pytestmark = pytest.mark.integration
@@ -54,6 +54,19 @@ async def settle(lake: Lake, dataset: str, contracts: Path, timeout: float) -> l
     return await wait_gold_equals_truth(lake, load_contract(contracts / f"{dataset}.yaml"), timeout)
 
 
+@dataclass(frozen=True)
+class Restored:
+    """What one gold_aggregator instance restored when it was given shuffle partitions (its metrics)."""
+
+    windows: float
+    from_checkpoint: float  # partitions restored from the local checkpoint plus the changelog's tail
+
+    @classmethod
+    def read(cls, instance: ServiceProcess, dataset: str) -> Restored:
+        return cls(instance.metric("lab_gold_windows_restored_total", dataset=dataset),
+                   instance.metric("lab_gold_restores_total", dataset=dataset, source="checkpoint"))
+
+
 async def topic_differences(settings: Settings, lake: Lake, dataset: str, contracts: Path) -> list[str]:
     """The compacted gold topic (latest record per key) against the truth over silver."""
     return await gold_topic_differences(settings, lake, load_contract(contracts / f"{dataset}.yaml"))
@@ -81,13 +94,13 @@ async def test_gold_stays_exact_through_kill9_and_a_rebalance(
         produce_synthetic(settings, "orders", count=60_000, rate=1_000, seed=41, topic=names.raw_topic(dataset))
     )
     refiner = start_service("silver_refiner", **_env(dataset, contracts))
-    instances = []
+    restored: list[Restored] = []  # one per gold instance, read just before its kill (and the last one's at the end)
 
-    def start_gold() -> object:
-        instances.append(start_service("gold_aggregator", **_env(dataset, contracts)))
-        return instances[-1]
+    def start_gold() -> ServiceProcess:
+        return start_service("gold_aggregator", **_env(dataset, contracts))
 
-    gold = await kill9_repeatedly(start_gold, times=5, seed=43, topic_pattern=r"\.gold-shuffle", pause=(2.0, 5.0))
+    gold = await kill9_repeatedly(start_gold, times=5, seed=43, topic_pattern=r"\.gold-shuffle", pause=(2.0, 5.0),
+                                  before_kill=lambda instance: restored.append(Restored.read(instance, dataset)))
     second = start_service("gold_aggregator", **_env(dataset, contracts, instance="second"))
     await second.working(topic_pattern=r"\.gold-shuffle")
     await asyncio.sleep(2)
@@ -96,11 +109,10 @@ async def test_gold_stays_exact_through_kill9_and_a_rebalance(
     problems = await settle(lake, dataset, contracts, 240)
     assert problems == [], "\n".join(problems[:20]) + "\n" + gold.log_tail()
     assert await topic_differences(settings, lake, dataset, contracts) == []
-    logs = "\n".join(re.sub(r"\x1b\[[0-9;]*m", "", i.log_path.read_text(errors="replace")) for i in instances)
-    restores = [line for line in logs.splitlines() if "gold state restored" in line]
-    assert sum(bool(re.search(r"windows=[1-9]", line)) for line in restores) >= 3, "kills did not hit work"
-    assert any(re.search(r"checkpoint=\d", line) for line in restores), "no restart used its checkpoint"
     await gold.working(topic_pattern=r"\.gold-shuffle")
+    restored.append(Restored.read(gold, dataset))
+    assert sum(instance.windows > 0 for instance in restored) >= 3, f"kills did not hit work: {restored}"
+    assert any(instance.from_checkpoint > 0 for instance in restored), f"no restart used its checkpoint: {restored}"
     assert gold.terminate() == 0 and refiner.terminate() == 0, gold.log_tail()
 
 

@@ -59,6 +59,14 @@ AGGREGATED = Counter("lab_gold_events_total", "Silver events aggregated, by time
 GOLD_UPDATES = Counter("lab_gold_updates_total", "Gold records emitted", ["dataset", "aggregate"])
 OPEN_WINDOWS = Gauge("lab_gold_windows", "Windows held in memory", ["dataset"])
 WATERMARK = Gauge("lab_gold_watermark_seconds", "Event-time watermark (epoch seconds)", ["dataset"])
+RESTORES = Counter(
+    "lab_gold_restores_total",
+    "Shuffle partitions whose windows were restored, by starting point: the local checkpoint then the "
+    "changelog's tail (source=checkpoint), or the whole changelog (source=changelog)",
+    ["dataset", "source"],
+)
+WINDOWS_RESTORED = Counter("lab_gold_windows_restored_total", "Windows held by shuffle partitions just restored",
+                           ["dataset"])
 
 
 def bucket_ms(contract: Contract) -> int:
@@ -158,7 +166,9 @@ class Aggregator(TransactionalProcessor):
 
     async def restore(self, tp: TopicPartition) -> None:
         """Rebuild a shuffle partition's windows: the local checkpoint, then the state changelog
-        after it (read_committed), or all of the changelog when there is no checkpoint."""
+        after it (read_committed), or all of the changelog when there is no checkpoint. Counted in
+        ``lab_gold_restores_total`` by that starting point, and the windows it found in
+        ``lab_gold_windows_restored_total``: what a restart really restored, observable from outside."""
         dataset = names.dataset_of(tp.topic)
         if dataset not in self.silver_partitions:
             self.silver_partitions[dataset] = len(await self.producer.partitions_for(names.silver_topic(dataset)))
@@ -177,6 +187,8 @@ class Aggregator(TransactionalProcessor):
         async for records in read_to_end(self.settings, [changelog], start=start):
             tail.apply(records)
         await asyncio.to_thread(tail.finish, self.store, dataset, tp.partition)
+        RESTORES.labels(dataset, "changelog" if checkpoint is None else "checkpoint").inc()
+        WINDOWS_RESTORED.labels(dataset).inc(len(windows.windows))
         log.info("gold state restored", topic=tp.topic, partition=tp.partition, windows=len(windows.windows),
                  checkpoint=checkpoint, changelog_records_applied=tail.applied)
 
