@@ -13,8 +13,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from archlab.core.settings import ConfigurationError, load_settings
 from archlab.core.names import dataset_of
+from archlab.core.settings import ConfigurationError, load_settings
 from ui.client import ApiClient, ApiUnavailable
 from ui.settings import UiSettings
 

@@ -5,7 +5,7 @@ The package is split by role: :mod:`~archlab.contract.types` (type names and dur
 :mod:`~archlab.contract.model` and :mod:`~archlab.contract.aggregates` (the pydantic models),
 :mod:`~archlab.contract.loading` (files to models), :mod:`~archlab.contract.checks` (what DuckDB
 checks at load), :mod:`~archlab.contract.references` (reference tables) and
-:mod:`~archlab.contract.sql` (the DuckDB connection and quoting they share). Other packages import
+:mod:`~archlab.core.sql` (the DuckDB connection and quoting they share). Other packages import
 from here only.
 """
 
@@ -13,8 +13,8 @@ from archlab.contract.aggregates import Aggregate, Measure
 from archlab.contract.loading import load_contract, load_contracts
 from archlab.contract.model import ENGINE_CHECKS, KAFKA_TIMESTAMP, LINEAGE, Contract, ContractError, FieldSpec
 from archlab.contract.references import load_references
-from archlab.contract.sql import connect, quote
 from archlab.contract.types import base_type, decimal_digits, sql_type
+from archlab.core.sql import connect, quote
 
 __all__ = [
     "ENGINE_CHECKS",

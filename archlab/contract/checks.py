@@ -14,8 +14,8 @@ import duckdb
 
 from archlab.contract.model import KAFKA_TIMESTAMP, Contract
 from archlab.contract.references import read_references
-from archlab.contract.sql import connect, duckdb_message, quote
 from archlab.contract.types import base_type, sql_type
+from archlab.core.sql import connect, duckdb_message, quote
 
 _DECIMAL_SQL = re.compile(r"^DECIMAL\(\d+,\d+\)$")
 

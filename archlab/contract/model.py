@@ -18,6 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from archlab.contract.aggregates import Aggregate, aggregate_problems, measure_type
 from archlab.contract.types import NUMERIC_TYPES, Name, TypeName, arrow_type, base_type, parse_duration
+from archlab.core.errors import UserError
 
 DEFAULT_NULL_TOKENS = ("", "NA", "N/A", "null")
 MIB = 1024 * 1024
@@ -35,8 +36,10 @@ LINEAGE = pa.schema(
 )
 
 
-class ContractError(ValueError):
+class ContractError(UserError, ValueError):
     """A contract file that cannot be used; the message names the file, the place and the problem."""
+
+    label = "contract error"
 
 
 class FieldSpec(BaseModel):

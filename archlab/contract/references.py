@@ -13,8 +13,8 @@ import duckdb
 import pyarrow as pa
 
 from archlab.contract.model import Contract, ContractError, Enrichment
-from archlab.contract.sql import connect, duckdb_message, quote
 from archlab.contract.types import sql_type
+from archlab.core.sql import connect, duckdb_message, quote
 
 
 def load_references(contract: Contract, contracts_dir: Path) -> dict[str, pa.Table]:

@@ -13,10 +13,9 @@ from typing import TypeVar
 import structlog
 import uvloop
 
-from archlab.contract import ContractError
+from archlab.core.errors import UserError
 from archlab.core.observability import configure_logging, start_metrics_server
 from archlab.core.settings import Settings, describe_env_vars, load_settings
-from archlab.kafka.clients import wait_for_kafka
 
 S = TypeVar("S", bound=Settings)
 
@@ -27,8 +26,13 @@ def run_service(
     main: Callable[[S, asyncio.Event], Awaitable[None]],
     model: type[S],
     argv: list[str] | None = None,
+    *,
+    wait_for: Callable[[S, asyncio.Event], Awaitable[bool]] | None = None,
 ) -> None:
-    """Parse ``--help``, load settings, then run ``main`` until it returns or a signal asks to stop."""
+    """Parse ``--help``, load settings, then run ``main`` until it returns or a signal asks to stop.
+
+    ``wait_for`` (e.g. ``kafka.clients.wait_for_kafka``) runs first: a service started before what it
+    needs is reachable waits for it, stoppable by a signal, instead of crashing."""
     parser = argparse.ArgumentParser(
         prog=f"python -m services.{name}",
         description=description,
@@ -40,12 +44,17 @@ def run_service(
     configure_logging(settings)
     start_metrics_server(settings)
     try:
-        uvloop.run(_supervise(name, main, settings))  # libuv's event loop: less overhead per I/O event
-    except ContractError as exc:  # a broken contract is the user's to fix: say what, not a traceback
-        sys.exit(f"contract error: {exc}")
+        uvloop.run(_supervise(name, main, settings, wait_for))  # libuv's event loop: less overhead per I/O event
+    except UserError as exc:  # e.g. a broken contract: the user's to fix, so say what, not a traceback
+        sys.exit(f"{exc.label}: {exc}")
 
 
-async def _supervise(name: str, main: Callable[[S, asyncio.Event], Awaitable[None]], settings: S) -> None:
+async def _supervise(
+    name: str,
+    main: Callable[[S, asyncio.Event], Awaitable[None]],
+    settings: S,
+    wait_for: Callable[[S, asyncio.Event], Awaitable[bool]] | None,
+) -> None:
     log = structlog.get_logger(name)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -60,7 +69,7 @@ async def _supervise(name: str, main: Callable[[S, asyncio.Event], Awaitable[Non
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     log.info("starting", service=name)
-    if await wait_for_kafka(settings, stop):
+    if wait_for is None or await wait_for(settings, stop):
         await main(settings, stop)
     log.info("stopped", service=name)
 

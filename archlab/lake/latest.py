@@ -13,6 +13,7 @@ import duckdb
 import pyarrow as pa
 
 from archlab.contract import Contract, quote
+from archlab.core import sql
 
 
 def latest_per_key_sql(source: str, keys: Sequence[str], order_by: str = "revision", where: str | None = None,
@@ -40,7 +41,7 @@ def latest_rows(table: pa.Table, keys: Sequence[str], order_by: str = "revision"
     """``latest_per_key_sql`` over an Arrow table, on ``con`` or a one-thread DuckDB of its own."""
     if table.num_rows == 0:
         return table
-    con = con if con is not None else duckdb.connect(config={"threads": 1})
+    con = con if con is not None else sql.connect()
     con.register("_latest_source", table)
     try:
         return con.sql(latest_per_key_sql("_latest_source", keys, order_by, sort=sort)).to_arrow_table()

@@ -11,7 +11,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from archlab.core import names
+from archlab.core import names, sql
 from archlab.lake.store import Lake
 
 FOOTER_TAIL_BYTES = 16 * 1024
@@ -28,7 +28,7 @@ def connect(lake: Lake) -> duckdb.DuckDBPyConnection:
 
     Registering s3fs avoids the httpfs extension, which DuckDB would download at run time.
     """
-    connection = duckdb.connect()
+    connection = sql.connect(threads=None)
     if lake.is_s3:
         connection.register_filesystem(lake.fs)
     return connection

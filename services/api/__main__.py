@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from archlab.core.service import run_service
+from archlab.kafka.clients import wait_for_kafka
 from archlab.serving.api import ApiSettings, create_app
 
 SETTINGS_MODEL = ApiSettings
@@ -44,4 +45,4 @@ async def main(settings: ApiSettings, stop: asyncio.Event) -> None:
 
 
 if __name__ == "__main__":
-    run_service("api", __doc__ or "", main, ApiSettings)
+    run_service("api", __doc__ or "", main, ApiSettings, wait_for=wait_for_kafka)

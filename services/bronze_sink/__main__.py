@@ -10,6 +10,7 @@ from pydantic import Field
 from archlab.core import names
 from archlab.core.service import run_service
 from archlab.core.settings import Settings
+from archlab.kafka.clients import wait_for_kafka
 from archlab.pipeline.bronze import BronzeEncoder
 from archlab.streaming.lake_sink import land
 
@@ -24,4 +25,4 @@ async def main(settings: BronzeSettings, stop: asyncio.Event) -> None:
 
 
 if __name__ == "__main__":
-    run_service("bronze_sink", __doc__ or "", main, BronzeSettings)
+    run_service("bronze_sink", __doc__ or "", main, BronzeSettings, wait_for=wait_for_kafka)

@@ -16,6 +16,7 @@ from archlab.contract import load_contracts
 from archlab.core import names
 from archlab.core.service import run_service, run_together
 from archlab.core.settings import PROJECT_ROOT, Settings
+from archlab.kafka.clients import wait_for_kafka
 from archlab.lake.store import Lake
 from archlab.pipeline.gold.compaction import compact_forever
 from archlab.pipeline.gold.stages import Aggregator, GoldEncoder, Shuffler, with_aggregates
@@ -56,4 +57,4 @@ async def main(settings: GoldSettings, stop: asyncio.Event) -> None:
 
 
 if __name__ == "__main__":
-    run_service("gold_aggregator", __doc__ or "", main, GoldSettings)
+    run_service("gold_aggregator", __doc__ or "", main, GoldSettings, wait_for=wait_for_kafka)

@@ -14,6 +14,7 @@ from pydantic import Field
 from archlab.core.service import run_service
 from archlab.core.settings import Settings
 from archlab.ingest.produce import produce_synthetic
+from archlab.kafka.clients import wait_for_kafka
 
 log = structlog.get_logger("producer")
 
@@ -39,4 +40,4 @@ async def main(settings: ProducerSettings, stop: asyncio.Event) -> None:
 
 
 if __name__ == "__main__":
-    run_service("producer", __doc__ or "", main, ProducerSettings)
+    run_service("producer", __doc__ or "", main, ProducerSettings, wait_for=wait_for_kafka)

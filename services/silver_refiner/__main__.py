@@ -14,6 +14,7 @@ from archlab.core import names
 from archlab.core.names import TopicKind
 from archlab.core.service import run_service, run_together
 from archlab.core.settings import Settings
+from archlab.kafka.clients import wait_for_kafka
 from archlab.pipeline.silver.stage import SilverRefiner
 from archlab.pipeline.silver.tables import DqEncoder, QuarantineEncoder, SilverEncoder
 from archlab.streaming.lake_sink import land
@@ -45,4 +46,4 @@ async def main(settings: SilverSettings, stop: asyncio.Event) -> None:
 
 
 if __name__ == "__main__":
-    run_service("silver_refiner", __doc__ or "", main, SilverSettings)
+    run_service("silver_refiner", __doc__ or "", main, SilverSettings, wait_for=wait_for_kafka)

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import orjson
 import pyarrow as pa
@@ -42,7 +41,7 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Gauge
 
 from archlab.contract import Contract
-from archlab.core import names
+from archlab.core import names, sql
 from archlab.core.settings import Settings
 from archlab.kafka.clients import end_offsets, partition_for, read_to_end
 from archlab.pipeline.gold.window_store import HIGHEST, TailReplay, WindowStore, delta_state, window_key_bytes
@@ -150,7 +149,7 @@ class Aggregator(TransactionalProcessor):
         self.store = WindowStore(state_dir)
         self._unsaved: list[_Prepared] = []  # emitted in the open transaction, saved once it commits
         self.silver_partitions: dict[str, int] = {}
-        self.con = duckdb.connect(config={"threads": 1})
+        self.con = sql.connect()
         self.con.execute("SET TimeZone = 'UTC'")
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -28,6 +28,7 @@ from prometheus_client import Counter, Gauge
 
 from archlab.contract import Aggregate, Contract, quote
 from archlab.core import names
+from archlab.core.sql import connect as duckdb_connection
 from archlab.lake.latest import latest_gold
 from archlab.lake.query import connect
 from archlab.lake.store import Lake
@@ -66,8 +67,7 @@ class Sql:
     def connection(self) -> duckdb.DuckDBPyConnection:
         con = getattr(self._local, "con", None)
         if con is None:
-            con = self._local.con = duckdb.connect(config={"threads": 1})
-            con.execute("SET TimeZone = 'UTC'")
+            con = self._local.con = duckdb_connection()
         return con
 
     def query(self, sql: str, params: list[Any], **tables: pa.Table) -> list[tuple[Any, ...]]:
