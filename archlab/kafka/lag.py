@@ -16,6 +16,7 @@ from types import TracebackType
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from archlab.core.names import TopicKind, kind_of
 from archlab.core.settings import Settings
@@ -114,7 +115,12 @@ class LagProbe:
         taken earlier); returns that moment (``time.perf_counter``). TimeoutError after ``timeout_s``."""
         async with asyncio.timeout(timeout_s):
             while True:
-                committed = await self.committed(group)
+                try:
+                    committed = await self.committed(group)
+                except KafkaError as exc:  # e.g. the group's coordinator is not elected yet: ask again
+                    if not exc.retriable:
+                        raise
+                    committed = {}
                 if all(committed.get(tp, 0) >= target for tp, target in targets.items()):
                     return time.perf_counter()
                 await asyncio.sleep(poll_s)
