@@ -286,13 +286,10 @@ class GoldEncoder:
     def __init__(self, contracts: dict[str, Contract]) -> None:
         self._contracts = contracts
 
-    def dataset_of(self, topic: str) -> str:
-        return names.dataset_of(topic)
-
     def time_column(self, dataset: str) -> str:
         return "window_start"
 
     def encode(self, records: list[ConsumerRecord]) -> pa.Table:
-        contract = self._contracts[self.dataset_of(records[0].topic)]
+        contract = self._contracts[names.dataset_of(records[0].topic)]
         return from_wire_json([r.value for r in records], contract.gold_schema)
 
