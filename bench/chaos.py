@@ -1,5 +1,7 @@
 """Chaos: a long run over `orders` and `sensors` while services are killed with SIGKILL, the Kafka
 broker is restarted and MinIO is stopped; then every layer is checked against what was sent.
+(One module, a little over 400 lines: the plan, the controller that injects failures and the verdict
+are one story; the checks themselves live in archlab/testing/verify.py.)
 
     .venv/bin/python -m bench chaos                      # 500k events, 20 kills, Kafka restart, MinIO 30 s
     .venv/bin/python -m bench.chaos --events 50000 --kills 5 --minio-stop 10 --produce-s 60
