@@ -186,21 +186,15 @@ def _services_environment(settings: UpSettings, config: StackConfig) -> dict[str
 
 def up(
     stack_root: _Root = None,
-    kafka_port: _KafkaPort = None,
-    kafka_controller_port: _KafkaControllerPort = None,
-    minio_port: _MinioPort = None,
-    minio_console_port: _MinioConsolePort = None,
-    kafka_heap: _KafkaHeap = None,
-    kafka_advertised_host: _AdvertisedHost = None,
     api_port: Annotated[int | None, _flag("api_port")] = None,
     ui_port: Annotated[int | None, _flag("ui_port")] = None,
     metrics_base_port: Annotated[int | None, _flag("metrics_base_port")] = None,
 ) -> None:
-    """Start Kafka, MinIO and every service in the foreground; Ctrl-C (or `make down`) stops them all."""
-    settings = _load(UpSettings, stack_root=stack_root, kafka_port=kafka_port,
-                     kafka_controller_port=kafka_controller_port, minio_port=minio_port,
-                     minio_console_port=minio_console_port, kafka_heap=kafka_heap,
-                     kafka_advertised_host=kafka_advertised_host, api_port=api_port, ui_port=ui_port,
+    """Start Kafka, MinIO and every service in the foreground; Ctrl-C (or `make down`) stops them all.
+
+    Kafka's and MinIO's ports, heap and advertised host come from their LAB_* variables (listed below);
+    `lab infra up` also takes them as flags."""
+    settings = _load(UpSettings, stack_root=stack_root, api_port=api_port, ui_port=ui_port,
                      metrics_base_port=metrics_base_port)
     config = settings.stack(settings)
     links = [("MinIO console", f"http://localhost:{config.minio_console_port}"), ("Kafka", config.bootstrap),
