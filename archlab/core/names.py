@@ -95,3 +95,8 @@ def flush_object_path(folder: str, partition: int, start_offset: int) -> str:
     """The object one lake-sink flush writes into a partition folder, named by the Kafka partition and the
     flush's first offset: a retry of the same flush overwrites it instead of adding a copy."""
     return f"{folder}/part-{partition:03d}-{start_offset:020d}.parquet"
+
+
+def app_id(group_id: str, topic_name: str, partition: int) -> str:
+    """The Delta application-transaction id of one consumer group's partition: ``<group>:<topic>:<partition>``."""
+    return f"{group_id}:{topic_name}:{partition}"
