@@ -59,6 +59,19 @@ class Landed:
 
 
 @dataclass(frozen=True, slots=True)
+class TableTarget:
+    """A table a lake sink lands a dataset's records in: its schema (from the contract or a constant, never
+    inferred from a batch, partition columns included), how it is partitioned, and how rows are added:
+    appended (``merge_keys`` None) or merged by ``merge_keys``, replacing a row only when ``newer_when``."""
+
+    path: str
+    schema: pa.Schema
+    partition_by: tuple[str, ...]
+    merge_keys: tuple[str, ...] | None = None
+    newer_when: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TableStats:
     """What ``lab tables`` and ``lab status`` show of a table, read from its log (no data file is read)."""
 
@@ -160,6 +173,19 @@ class Tables:
                             commit_properties=_properties(transactions))
 
         self._exactly_once(table, transactions, commit)
+
+    def append_new(self, table: DeltaTable, landed: Landed, rows_after: Callable[[int | None], pa.Table]) -> None:
+        """Append, in one commit carrying ``landed``, the rows ``rows_after(version)`` makes of what
+        ``landed.app_id`` has not landed yet (``version``: its last landed offset now, None if none).
+        The rows are made again for every attempt, after the table was read anew, so a writer that lost
+        a race with another writer of the same app (an instance the group has already replaced) lands
+        only what is still missing and never a row twice."""
+
+        def commit() -> None:
+            data = rows_after(table.transaction_version(landed.app_id))
+            write_deltalake(table, data, mode="append", commit_properties=_properties([landed]))
+
+        self._exactly_once(table, [landed], commit)
 
     def merge(self, table: DeltaTable, data: pa.Table, keys: Sequence[str], landed: Iterable[Landed],
               newer_when: str | None = None) -> None:
