@@ -123,6 +123,12 @@ def clamp_to_calendar(stamps: pa.Array | pa.ChunkedArray) -> tuple[pa.Array | pa
     return inside.cast(stamps.type), outside
 
 
+def calendar_date(stamps: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """The UTC date of each timestamp, a stamp outside the calendar on its first or last day: the date
+    partition (``dt``) of a row, which every reader and folder can hold whatever the stamp."""
+    return clamp_to_calendar(stamps)[0].cast(pa.date32())
+
+
 def ensure_bucket(settings: Settings) -> bool:
     """Create the lake bucket if it does not exist; True when it was created now."""
     fs = s3fs.S3FileSystem(skip_instance_cache=True, **settings.storage_options)

@@ -87,7 +87,7 @@ def test_lake_paths() -> None:
     assert names.partition_folder("bronze", "orders", datetime(1, 1, 1, tzinfo=UTC)) == (
         "bronze/orders/dt=0001-01-01/hour=00"  # four-digit years at the calendar's edge
     )
-    assert names.landing_intent_path("bronze_sink", "orders.raw", 7) == "_landing/bronze_sink/orders.raw/007.json"
+    assert names.app_id("bronze_sink", "orders.raw", 7) == "bronze_sink:orders.raw:7"
 
 
 # --------------------------------------------------------------------------------------- enforcement
