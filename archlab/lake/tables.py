@@ -192,11 +192,12 @@ class Tables:
         """Upsert ``data`` (one row per key) by ``keys`` (null-safe equality) in one commit, exactly once;
         an existing row is replaced only when ``newer_when`` (SQL over ``s.``/``t.``) holds."""
         transactions = list(landed)
-        # parenthesised: the parser binds ``a IS NOT DISTINCT FROM b AND c`` as ``a IS NOT DISTINCT FROM (b AND c)``
-        predicate = " AND ".join(f"(t.{quote(k)} IS NOT DISTINCT FROM s.{quote(k)})" for k in keys)
+        predicate = " AND ".join(map(_key_equality(pa.schema(table.schema().to_arrow())), keys))
 
         def commit() -> None:
-            (table.merge(data, predicate=predicate, source_alias="s", target_alias="t",
+            # Not streamed: delta-rs then reads the (small) batch first and scans only the target files whose
+            # partition values and key statistics it can match (measured: 2 of 40 files instead of 40).
+            (table.merge(data, predicate=predicate, source_alias="s", target_alias="t", streamed_exec=False,
                          commit_properties=_properties(transactions))
              .when_matched_update_all(predicate=newer_when)
              .when_not_matched_insert_all()
@@ -248,6 +249,18 @@ class Tables:
             bytes=int(pc.sum(actions.column("size_bytes")).as_py() or 0) if actions.num_rows else 0,
             last_commit=datetime.fromtimestamp(stamp / 1000, UTC) if stamp else None,
         )
+
+
+def _key_equality(schema: pa.Schema) -> Callable[[str], str]:
+    """SQL matching a merge key: plain ``=`` on a column that cannot be null (delta-rs prunes files by it),
+    null-safe on the others (parenthesised: ``a IS NOT DISTINCT FROM b AND c`` binds as ``... FROM (b AND c)``)."""
+
+    def equality(key: str) -> str:
+        if not schema.field(key).nullable:
+            return f"t.{quote(key)} = s.{quote(key)}"
+        return f"(t.{quote(key)} IS NOT DISTINCT FROM s.{quote(key)})"
+
+    return equality
 
 
 def _properties(transactions: list[Landed]) -> CommitProperties:
