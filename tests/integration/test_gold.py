@@ -20,6 +20,7 @@ from archlab.core.settings import Settings
 from archlab.ingest.generators import DirtyRates, make_generator
 from archlab.ingest.produce import produce_synthetic
 from archlab.lake.store import Lake
+from archlab.lake.tables import Tables
 from archlab.testing.verify import gold_topic_differences, wait_gold_equals_truth
 from tests.integration.conftest import ServiceProcess, kill9_repeatedly, read_all, wait_until
 from tests.integration.test_silver import copy_contract
@@ -49,9 +50,9 @@ def _env(dataset: str, contracts: Path, instance: str = "test") -> dict[str, str
             "LAB_COMPACTION_INTERVAL_S": "2"}
 
 
-async def settle(lake: Lake, dataset: str, contracts: Path, timeout: float) -> list[str]:
+async def settle(tables: Tables, dataset: str, contracts: Path, timeout: float) -> list[str]:
     """Poll until gold on the lake equals the truth over silver (or time out); the last differences."""
-    return await wait_gold_equals_truth(lake, load_contract(contracts / f"{dataset}.yaml"), timeout)
+    return await wait_gold_equals_truth(tables, load_contract(contracts / f"{dataset}.yaml"), timeout)
 
 
 @dataclass(frozen=True)
@@ -67,27 +68,27 @@ class Restored:
                    instance.metric("lab_gold_restores_total", dataset=dataset, source="checkpoint"))
 
 
-async def topic_differences(settings: Settings, lake: Lake, dataset: str, contracts: Path) -> list[str]:
+async def topic_differences(settings: Settings, tables: Tables, dataset: str, contracts: Path) -> list[str]:
     """The compacted gold topic (latest record per key) against the truth over silver."""
-    return await gold_topic_differences(settings, lake, load_contract(contracts / f"{dataset}.yaml"))
+    return await gold_topic_differences(settings, tables, load_contract(contracts / f"{dataset}.yaml"))
 
 
 async def test_gold_equals_a_batch_recomputation_over_silver(
-    settings: Settings, lake: Lake, gold_dataset: tuple[str, Path], start_service
+    settings: Settings, tables: Tables, gold_dataset: tuple[str, Path], start_service
 ) -> None:
     dataset, contracts = gold_dataset
     summary = await produce_synthetic(settings, "orders", count=20_000, rate=0, seed=31, topic=names.raw_topic(dataset))
     assert summary.sent == 20_000
     refiner = start_service("silver_refiner", **_env(dataset, contracts))
     gold = start_service("gold_aggregator", **_env(dataset, contracts))
-    problems = await settle(lake, dataset, contracts, 180)
+    problems = await settle(tables, dataset, contracts, 180)
     assert problems == [], "\n".join(problems[:20]) + "\n" + gold.log_tail()
-    assert await topic_differences(settings, lake, dataset, contracts) == []
+    assert await topic_differences(settings, tables, dataset, contracts) == []
     assert gold.terminate() == 0 and refiner.terminate() == 0, gold.log_tail()
 
 
 async def test_gold_stays_exact_through_kill9_and_a_rebalance(
-    settings: Settings, lake: Lake, gold_dataset: tuple[str, Path], start_service
+    settings: Settings, tables: Tables, gold_dataset: tuple[str, Path], start_service
 ) -> None:
     dataset, contracts = gold_dataset
     producing = asyncio.create_task(
@@ -106,9 +107,9 @@ async def test_gold_stays_exact_through_kill9_and_a_rebalance(
     await asyncio.sleep(2)
     assert second.terminate() == 0, second.log_tail()
     assert (await producing).sent == 60_000
-    problems = await settle(lake, dataset, contracts, 240)
+    problems = await settle(tables, dataset, contracts, 240)
     assert problems == [], "\n".join(problems[:20]) + "\n" + gold.log_tail()
-    assert await topic_differences(settings, lake, dataset, contracts) == []
+    assert await topic_differences(settings, tables, dataset, contracts) == []
     await gold.working(topic_pattern=r"\.gold-shuffle")
     restored.append(Restored.read(gold, dataset))
     assert sum(instance.windows > 0 for instance in restored) >= 3, f"kills did not hit work: {restored}"
@@ -117,7 +118,7 @@ async def test_gold_stays_exact_through_kill9_and_a_rebalance(
 
 
 async def test_a_past_year_replayed_at_full_speed_closes_its_windows_and_compacts(
-    settings: Settings, lake: Lake, tmp_path: Path, start_service
+    settings: Settings, lake: Lake, tables: Tables, tmp_path: Path, start_service
 ) -> None:
     folder = tmp_path / "contracts"
     folder.mkdir()
@@ -133,11 +134,11 @@ async def test_a_past_year_replayed_at_full_speed_closes_its_windows_and_compact
     assert replay.returncode == 0, replay.stderr
     refiner = start_service("silver_refiner", **_env(dataset, folder))
     gold = start_service("gold_aggregator", **_env(dataset, folder))
-    problems = await settle(lake, dataset, folder, 240)
+    problems = await settle(tables, dataset, folder, 240)
     late = [orjson.loads(r.value) for r in await read_all(settings, names.dq_topic(dataset))]
     late = [(r["rule"], r["failed"]) for r in late if r["rule"].startswith("late") and r["failed"]]
     if problems:
-        topic = await topic_differences(settings, lake, dataset, folder)
+        topic = await topic_differences(settings, tables, dataset, folder)
         shuffled = [r for r in await read_all(settings, names.gold_shuffle_topic(dataset)) if not r.key.startswith(b"~")]
         silver = await read_all(settings, names.silver_topic(dataset))
         print("DEBUG topic diffs", len(topic), topic[:5], "shuffled", len(shuffled), "silver", len(silver),
