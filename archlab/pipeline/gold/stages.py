@@ -293,9 +293,7 @@ def gold_target(contract: Contract, aggregate: Aggregate) -> TableTarget:
     The date is a merge key although the window start implies it: delta-rs prunes a merge's files by
     the partition values (and key statistics) it can read off the batch, so a flush rewrites only the
     files of the days it touches, never the whole table."""
-    own = {"aggregate", "window_start", "window_end", *aggregate.group_by, *(m.name for m in aggregate.measures),
-           "events", "late_events", "final", "revision", "watermark"}
-    schema = pa.schema([field for field in contract.gold_schema if field.name in own]).append(GOLD_DATE)
+    schema = contract.aggregate_schema(aggregate.name).append(GOLD_DATE)
     keys = (GOLD_DATE.name, "aggregate", "window_start", *aggregate.group_by)
     return TableTarget(names.table_path("gold", contract.dataset, aggregate.name), schema, (GOLD_DATE.name,),
                        merge_keys=keys, newer_when="s.revision > t.revision")
