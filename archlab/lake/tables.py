@@ -233,6 +233,17 @@ class Tables:
         table = self.open(path, as_of)
         return None if table is None else table.to_pyarrow_dataset().to_table(columns=columns)
 
+    def committed_at(self, path: str, version: int) -> datetime | None:
+        """When ``version`` of the table was committed (its commitInfo timestamp, what ``history`` shows);
+        None when that commit is not in the log (never made, or cleaned up). One small read: time travel
+        by timestamp resolves a moment before the first commit to the first version, this tells them apart."""
+        commit = self.lake.read_bytes(f"{path}/_delta_log/{version:020d}.json")
+        for line in (commit or b"").splitlines():
+            info = orjson.loads(line).get("commitInfo")
+            if info and "timestamp" in info:
+                return datetime.fromtimestamp(info["timestamp"] / 1000, UTC)
+        return None
+
     def stats(self, path: str) -> TableStats | None:
         """Version, files, rows and bytes from the table's log (no data file read)."""
         table = self.open(path)
