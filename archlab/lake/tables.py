@@ -160,6 +160,20 @@ class Tables:
             table.update_incremental()
         return table
 
+    def ensure_targets(self, targets: Iterable[TableTarget]) -> None:
+        """:meth:`ensure` every target, but only once none is refused: a contract that cannot evolve one
+        table changes no table, and the :class:`SchemaChangeError` names every field of every table."""
+        targets = list(targets)
+        refused = []
+        for target in targets:
+            table = self.open(target.path)
+            if table is not None:
+                refused += schema_problems(pa.schema(table.schema().to_arrow()), target.schema, target.path)[1]
+        if refused:
+            raise SchemaChangeError("\n".join(refused))
+        for target in targets:
+            self.ensure(target.path, target.schema, target.partition_by)
+
     def landed_version(self, table: DeltaTable, app_id: str) -> int | None:
         """The last offset of ``app_id`` committed to ``table`` (None: nothing yet)."""
         return table.transaction_version(app_id)

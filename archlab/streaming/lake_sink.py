@@ -325,6 +325,23 @@ class LakeSink(ConsumerStage):
         return use(table)
 
 
+async def prepare_tables(settings: Settings, targets: Sequence[TableTarget], stop: asyncio.Event) -> bool:
+    """Create or evolve every table a service lands in before its consumers start, so that a contract that
+    cannot evolve an existing table stops the service at once (:class:`~archlab.lake.tables.SchemaChangeError`
+    naming each field and what to do), before any record is processed under it and with no table changed.
+    Retried while the lake is unreachable; False when ``stop`` came first."""
+    tables = Tables.from_settings(settings)
+    try:
+        async for attempt in backoff("table check", stop=stop, retry_on=LAKE_ERRORS, first_s=0.2, max_s=5):
+            with attempt:
+                await asyncio.to_thread(tables.ensure_targets, targets)
+    except LAKE_ERRORS:
+        if stop.is_set():
+            return False
+        raise
+    return not stop.is_set()
+
+
 async def land(
     settings: Settings, encoder: BatchEncoder, topics: list[str], group: str, stop: asyncio.Event
 ) -> None:

@@ -15,7 +15,7 @@ from archlab.kafka.clients import wait_for_kafka
 from archlab.lake.maintenance import maintain_forever
 from archlab.lake.tables import Tables
 from archlab.pipeline.bronze import BronzeEncoder
-from archlab.streaming.lake_sink import land
+from archlab.streaming.lake_sink import land, prepare_tables
 
 
 class BronzeSettings(Settings):
@@ -25,11 +25,13 @@ class BronzeSettings(Settings):
 async def main(settings: BronzeSettings, stop: asyncio.Event) -> None:
     topics = [names.raw_topic(dataset) for dataset in settings.datasets]
     encoder = BronzeEncoder()
+    targets = [t for d in settings.datasets for t in encoder.targets(d)]
+    if not await prepare_tables(settings, targets, stop):
+        return
     await run_together(
         stop,
         land(settings, encoder, topics, settings.bronze_group, stop),
-        maintain_forever(Tables.from_settings(settings), [t.path for d in settings.datasets for t in encoder.targets(d)],
-                         settings, stop),
+        maintain_forever(Tables.from_settings(settings), [t.path for t in targets], settings, stop),
     )
 
 

@@ -21,7 +21,7 @@ from archlab.kafka.clients import wait_for_kafka
 from archlab.lake.maintenance import maintain_forever
 from archlab.lake.tables import Tables
 from archlab.pipeline.gold.stages import Aggregator, GoldEncoder, Shuffler, with_aggregates
-from archlab.streaming.lake_sink import land
+from archlab.streaming.lake_sink import land, prepare_tables
 from archlab.streaming.transactional import run_transactional
 
 
@@ -47,13 +47,15 @@ async def main(settings: GoldSettings, stop: asyncio.Event) -> None:
                           state_dir=settings.state_dir / settings.instance_id)
 
     encoder = GoldEncoder(contracts)
+    targets = [t for d in contracts for t in encoder.targets(d)]
+    if not await prepare_tables(settings, targets, stop):  # a contract its tables cannot take stops here
+        return
     await run_together(
         stop,
         run_transactional(settings, shuffler, [names.silver_topic(d) for d in contracts], shuffle_group, stop),
         run_transactional(settings, aggregator, [names.gold_shuffle_topic(d) for d in contracts], group, stop),
         land(settings, encoder, [names.gold_topic(d) for d in contracts], names.group(group, "gold", "lake"), stop),
-        maintain_forever(Tables.from_settings(settings), [t.path for d in contracts for t in encoder.targets(d)],
-                         settings, stop),
+        maintain_forever(Tables.from_settings(settings), [t.path for t in targets], settings, stop),
     )
 
 

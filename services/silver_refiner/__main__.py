@@ -20,7 +20,7 @@ from archlab.lake.maintenance import maintain_forever
 from archlab.lake.tables import Tables
 from archlab.pipeline.silver.stage import SilverRefiner
 from archlab.pipeline.silver.tables import DqEncoder, QuarantineEncoder, SilverEncoder
-from archlab.streaming.lake_sink import land
+from archlab.streaming.lake_sink import land, prepare_tables
 from archlab.streaming.transactional import run_transactional
 
 
@@ -40,15 +40,16 @@ async def main(settings: SilverSettings, stop: asyncio.Event) -> None:
         return [names.topic(dataset, kind) for dataset in settings.datasets]
 
     silver, quarantine, dq = SilverEncoder(contracts), QuarantineEncoder(), DqEncoder()
+    targets = [t for e in (silver, quarantine, dq) for d in settings.datasets for t in e.targets(d)]
+    if not await prepare_tables(settings, targets, stop):  # a contract its tables cannot take stops here
+        return
     await run_together(
         stop,
         run_transactional(settings, refiner, topics(TopicKind.RAW), group, stop),
         land(settings, silver, topics(TopicKind.SILVER), names.group(group, "silver", "lake"), stop),
         land(settings, quarantine, topics(TopicKind.QUARANTINE), names.group(group, "quarantine", "lake"), stop),
         land(settings, dq, topics(TopicKind.DQ), names.group(group, "dq", "lake"), stop),
-        maintain_forever(Tables.from_settings(settings),
-                         [t.path for e in (silver, quarantine, dq) for d in settings.datasets for t in e.targets(d)],
-                         settings, stop),
+        maintain_forever(Tables.from_settings(settings), [t.path for t in targets], settings, stop),
     )
 
 

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from archlab.lake.store import Lake
-from archlab.lake.tables import Landed, SchemaChangeError, Tables
+from archlab.lake.tables import Landed, SchemaChangeError, Tables, TableTarget
 
 SCHEMA = pa.schema([pa.field("key", pa.string(), nullable=False), pa.field("dim", pa.string()),
                     pa.field("revision", pa.int64(), nullable=False), pa.field("value", pa.int64())])
@@ -64,6 +64,18 @@ def test_an_incompatible_contract_is_refused_naming_the_field(tables: Tables, ch
     tables.ensure("silver/t", SCHEMA)
     with pytest.raises(SchemaChangeError, match=says):
         tables.ensure("silver/t", change)
+
+
+def test_targets_are_evolved_only_when_none_is_refused(tables: Tables) -> None:
+    tables.ensure("silver/t", SCHEMA)
+    tables.ensure("dq/t", SCHEMA)
+    wider = TableTarget("silver/t", SCHEMA.append(pa.field("note", pa.string())), ())
+    narrowed = TableTarget("dq/t", SCHEMA.set(3, pa.field("value", pa.int32())), ())
+    with pytest.raises(SchemaChangeError, match="dq/t: field 'value'"):
+        tables.ensure_targets([wider, narrowed, TableTarget("quarantine/t", SCHEMA, ())])
+    assert (tables.open("silver/t").version(), tables.open("quarantine/t")) == (0, None)  # nothing changed
+    tables.ensure_targets([wider, TableTarget("quarantine/t", SCHEMA, ())])
+    assert "note" in tables.read("silver/t").column_names and tables.open("quarantine/t") is not None
 
 
 def test_stats_come_from_the_log(tables: Tables) -> None:
