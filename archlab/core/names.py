@@ -7,7 +7,6 @@ service reading a topic another no longer writes.
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
 from functools import partial
 
@@ -81,12 +80,6 @@ def table_path(layer: str, dataset: str, aggregate: str | None = None) -> str:
     if layer not in LAYERS:
         raise ValueError(f"unknown lake layer {layer!r}; one of {', '.join(LAYERS)}")
     return f"{layer}/{dataset}" if aggregate is None else f"{layer}/{dataset}/{aggregate}"
-
-
-def partition_folder(layer: str, dataset: str, moment: datetime, aggregate: str | None = None) -> str:
-    """Hive-style folder of a table: ``<table>/dt=YYYY-MM-DD/hour=HH``."""
-    base = table_path(layer, dataset, aggregate)
-    return f"{base}/dt={moment.year:04d}-{moment:%m-%d}/hour={moment:%H}"  # %Y gives "1" for year 1
 
 
 def app_id(group_id: str, topic_name: str, partition: int) -> str:
