@@ -249,14 +249,35 @@ class Tables:
 
     def committed_at(self, path: str, version: int) -> datetime | None:
         """When ``version`` of the table was committed (its commitInfo timestamp, what ``history`` shows);
-        None when that commit is not in the log (never made, or cleaned up). One small read: time travel
-        by timestamp resolves a moment before the first commit to the first version, this tells them apart."""
+        None when that commit is not in the log (never made, or cleaned up). One small read."""
         commit = self.lake.read_bytes(f"{path}/_delta_log/{version:020d}.json")
         for line in (commit or b"").splitlines():
             info = orjson.loads(line).get("commitInfo")
             if info and "timestamp" in info:
                 return datetime.fromtimestamp(info["timestamp"] / 1000, UTC)
         return None
+
+    def version_at(self, path: str, moment: datetime) -> int | None:
+        """The newest version committed at or before ``moment`` by the commit timestamps ``history`` shows;
+        None when ``moment`` precedes the oldest commit in the log (or there is no table).
+
+        delta-rs's own time travel by timestamp goes by the log files' modification times (a few ms later
+        than the commit timestamps, on another clock) and resolves a moment before the first commit to the
+        first version; its answer is the starting point, corrected a step at a time (one small read each)."""
+        table = self.open(path, moment)
+        if table is None:
+            return None
+        version = table.version()
+        committed = self.committed_at(path, version)
+        if committed is None:
+            return None
+        while committed > moment:
+            if version == 0 or (committed := self.committed_at(path, version - 1)) is None:
+                return None
+            version -= 1
+        while (following := self.committed_at(path, version + 1)) is not None and following <= moment:
+            version += 1
+        return version
 
     def stats(self, path: str) -> TableStats | None:
         """Version, files, rows and bytes from the table's log (no data file read)."""

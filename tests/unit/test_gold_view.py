@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from archlab.contract import load_contract
+from archlab.core import names
 from archlab.core.settings import PROJECT_ROOT
 from archlab.lake.store import Lake
 from archlab.lake.tables import Tables
@@ -20,6 +21,7 @@ from tests.unit.test_gold_table import land, records, update
 
 CONTRACT = load_contract(PROJECT_ROOT / "contracts" / "orders.yaml")
 AGGREGATE = CONTRACT.aggregate("by_category_1m")
+AGGREGATE_PATH = names.table_path("gold", "orders", AGGREGATE.name)
 EVERYTHING = queries.TimeRange(None, None)
 
 
@@ -64,6 +66,8 @@ def test_as_of_reads_an_older_version_by_number_or_moment(tables: Tables) -> Non
     assert version == 1 and served(view, table) == {"books": (1, 5)}
     assert served(view, view.as_of(AGGREGATE, 2)[1]) == {"books": (4, 9)}
     assert view.as_of(AGGREGATE, datetime.now(UTC))[0] == 2
+    for version in (1, 2):  # a commit's own timestamp (as history shows it) names that version
+        assert view.as_of(AGGREGATE, tables.committed_at(AGGREGATE_PATH, version))[0] == version
     with pytest.raises(BadAsOf, match="no version 3"):
         view.as_of(AGGREGATE, 3)
     with pytest.raises(BadAsOf, match="before the first version"):

@@ -172,18 +172,15 @@ class GoldTable:
             raise BadAsOf(f"as_of: table {self.path} has no version yet")
         if isinstance(as_of, int) and as_of > latest.version():
             raise BadAsOf(f"as_of: table {self.path} has no version {as_of} (latest: {latest.version()})")
+        version = as_of if isinstance(as_of, int) else self._tables.version_at(self.path, as_of)
+        if version is None:
+            raise BadAsOf(f"as_of {as_of} is before the first version of {self.path} in its history")
         try:
-            table = self._tables.open(self.path, as_of)
+            table = self._tables.open(self.path, version)
         except DeltaError as exc:
-            raise BadAsOf(f"as_of: version {as_of} of {self.path} is no longer in its history: "
+            raise BadAsOf(f"as_of: version {version} of {self.path} is no longer in its history: "
                           f"{str(exc).splitlines()[0]}") from None
         assert table is not None, f"{self.path} exists"
-        version = table.version()
-        if isinstance(as_of, datetime):
-            committed = self._tables.committed_at(self.path, version)
-            if committed is None or as_of < committed:
-                raise BadAsOf(f"as_of {as_of.isoformat()} is before the first version of {self.path} in its history"
-                              + (f" (version {version}, committed {committed.isoformat()})" if committed else ""))
         return version, self._typed(table.to_pyarrow_dataset().to_table(columns=self.schema.names))
 
     def _typed(self, rows: pa.Table) -> pa.Table:
