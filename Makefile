@@ -1,5 +1,5 @@
 # Architecture Lab: every command a newcomer needs. A fresh clone gets everything with `make up`
-# or `make test` alone: uv (pinned, from PyPI), the Python environment (uv.lock), Kafka's jars
+# or `make test` alone: uv (pinned, from PyPI), the Python environment (uv.lock), Kafka's and Spark's jars
 # (Maven Central) and MinIO (built with go install) are provisioned into the git-ignored .stack/.
 
 SHELL := /bin/bash
@@ -22,8 +22,9 @@ $(UV):
 	@echo "[env] installing uv $(UV_VERSION) into $(STACK)/tools"
 	@$(PYTHON) -m venv $(STACK)/tools && $(STACK)/tools/bin/pip install -q "uv==$(UV_VERSION)"
 
+# The outside-readers group (pyspark, polars) is for the tests only: the services' image installs neither.
 .venv/.synced: $(UV) pyproject.toml uv.lock
-	@$(UV) sync --frozen --quiet
+	@$(UV) sync --frozen --quiet --group outside-readers
 	@touch $@
 
 env: .venv/.synced ## create the Python environment from uv.lock
@@ -31,7 +32,7 @@ env: .venv/.synced ## create the Python environment from uv.lock
 .env:
 	@cp .env.example .env && echo "[env] created .env from .env.example (dev-only secrets)"
 
-provision: env ## fetch Kafka's jars and build MinIO into .stack/ (cached, pinned)
+provision: env ## fetch Kafka's and Spark's jars and build MinIO into .stack/ (cached, pinned)
 	@bash scripts/provision.sh
 
 up: provision .env ## start Kafka, MinIO and every service; Ctrl-C stops everything

@@ -166,7 +166,7 @@ def service_env(settings: Settings, datasets: list[str], contracts: Path, run: s
         "LAB_GOLD_GROUP": group("gold", run),
         "LAB_INSTANCE_ID": "chaos",
         "LAB_FLUSH_INTERVAL_S": "2",
-        "LAB_COMPACTION_INTERVAL_S": "10",
+        "LAB_MAINTENANCE_INTERVAL_S": "10",
         "LAB_LOG_JSON": "false",
     }
 

@@ -68,11 +68,15 @@ async def consume_only_rate(settings: Settings, topic: str) -> tuple[int, float]
 
 #: A service's stage run as the service runs it: (settings, dataset, consumer group, stop event).
 Component = Callable[[Settings, str, str, asyncio.Event], Awaitable[None]]
+#: What a benchmark reads off the stack once its component stopped (settings, dataset): more result entries.
+Afterwards = Callable[[Settings, str], Awaitable[dict[str, object]]]
 
 
-async def against_consume_only(events: int, label: str, target: float, component: Component) -> dict[str, object]:
+async def against_consume_only(events: int, label: str, target: float, component: Component,
+                               afterwards: Afterwards | None = None) -> dict[str, object]:
     """Run a started component over ``events`` orders until its group has committed them all, and
-    compare its rate with a bare aiokafka read of the same topic in the same run."""
+    compare its rate with a bare aiokafka read of the same topic in the same run (then ``afterwards``,
+    before the stack goes)."""
     with throwaway_stack() as (_, settings):
         dataset = await fresh_dataset(settings)
         topic = names.raw_topic(dataset)
@@ -86,6 +90,7 @@ async def against_consume_only(events: int, label: str, target: float, component
         elapsed = time.perf_counter() - started
         stop.set()
         await task
+        extra = await afterwards(settings, dataset) if afterwards else {}
     consume_rate = consumed / consume_s
     rate = events / elapsed
     return {
@@ -95,6 +100,7 @@ async def against_consume_only(events: int, label: str, target: float, component
         f"{label}_events_per_s": round(rate),
         f"ratio_{label}_to_consume_only": round(rate / consume_rate, 3),
         "target_ratio": target,
+        **extra,
     }
 
 

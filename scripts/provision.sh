@@ -2,6 +2,7 @@
 # Provision the native infrastructure into the git-ignored cache folder (.stack/ by default):
 #   .stack/kafka/libs/  Apache Kafka broker + console tools + log4j2 backend (jars from Maven Central)
 #   .stack/bin/minio    MinIO server built from source with `go install`
+#   .stack/spark/jars/  Delta Lake for Spark + Hadoop's s3a connector, for the outside-reader test's PySpark
 #   chromium            Debian's headless browser for the dashboard's browser test (apt-get)
 # Versions come from infra/versions.env. Idempotent: each part is skipped when its stamp file
 # records the same versions, so a warm run takes about a second.
@@ -89,6 +90,33 @@ else
   log "minio: built $minio_bin ($(elapsed "$t"))"
 fi
 
+# --- Spark jars (the outside-reader test) -------------------------------------------------------
+# PySpark itself comes from uv.lock (group outside-readers); these are the jars it lacks to read Delta
+# tables on s3a://. archlab/lake/spark.py lists them in spark.jars, so no session downloads anything.
+SPARK_HOME_DIR="$STACK_HOME/spark"
+SPARK_POM="$PROJECT_ROOT/infra/spark/pom.xml"
+spark_pom_sum=$(sha256sum "$SPARK_POM" | cut -c1-16)
+spark_stamp="delta=$DELTA_SPARK_VERSION scala=$SPARK_SCALA_VERSION hadoop=$SPARK_HADOOP_VERSION aws-sdk=$SPARK_AWS_SDK_VERSION pom=$spark_pom_sum"
+delta_jar="$SPARK_HOME_DIR/jars/delta-spark_${SPARK_SCALA_VERSION}-${DELTA_SPARK_VERSION}.jar"
+if [[ $FORCE == 0 && -f "$delta_jar" && "$(cat "$SPARK_HOME_DIR/.stamp" 2>/dev/null)" == "$spark_stamp" ]]; then
+  log "spark: up to date ($spark_stamp)"
+else
+  t=$(now)
+  log "spark: copying Delta $DELTA_SPARK_VERSION and hadoop-aws $SPARK_HADOOP_VERSION jars from Maven Central"
+  mkdir -p "$SPARK_HOME_DIR"
+  rm -rf "$SPARK_HOME_DIR/jars.tmp"
+  if ! mvn -q -B -f "$SPARK_POM" dependency:copy-dependencies \
+      -Ddelta.version="$DELTA_SPARK_VERSION" -Dscala.binary.version="$SPARK_SCALA_VERSION" \
+      -Dhadoop.version="$SPARK_HADOOP_VERSION" -Daws.sdk.version="$SPARK_AWS_SDK_VERSION" \
+      -DoutputDirectory="$SPARK_HOME_DIR/jars.tmp" > "$SPARK_HOME_DIR/mvn.log" 2>&1; then
+    tail -n 40 "$SPARK_HOME_DIR/mvn.log" >&2
+    die "mvn could not copy the Spark jars (is Maven Central reachable? full log: $SPARK_HOME_DIR/mvn.log)"
+  fi
+  rm -rf "$SPARK_HOME_DIR/jars" && mv "$SPARK_HOME_DIR/jars.tmp" "$SPARK_HOME_DIR/jars"
+  echo "$spark_stamp" > "$SPARK_HOME_DIR/.stamp"
+  log "spark: $(find "$SPARK_HOME_DIR/jars" -name '*.jar' | wc -l) jars, $(du -sh "$SPARK_HOME_DIR/jars" | cut -f1) in $SPARK_HOME_DIR/jars ($(elapsed "$t"))"
+fi
+
 # --- Chromium (browser test of the dashboard) ---------------------------------------------------
 # Debian's own package: Playwright drives it through `executable_path`, so nothing is downloaded at
 # test time. apt-get needs root: sudo when available. LAB_SKIP_CHROMIUM=1 skips it (no browser test).
@@ -119,4 +147,14 @@ bindings=$(for j in "$KAFKA_HOME"/libs/*.jar; do
   unzip -l "$j" org/slf4j/impl/StaticLoggerBinder.class >/dev/null 2>&1 && basename "$j"; done || true)
 [[ $(grep -c . <<< "$bindings") == 1 ]] || die "expected one SLF4J binding in $KAFKA_HOME/libs, found: ${bindings:-none}"
 log "kafka: kafka.Kafka present, SLF4J binding: $bindings"
+unzip -l "$delta_jar" io/delta/sql/DeltaSparkSessionExtension.class >/dev/null 2>&1 \
+  || die "$delta_jar holds no Delta session extension; re-run with --force"
+# hadoop-aws works only beside the very Hadoop that pyspark bundles (skipped before `make env`).
+pyspark_jars=$(compgen -G "$PROJECT_ROOT/.venv/lib/python3*/site-packages/pyspark/jars" | head -n1 || true)
+if [[ -n "$pyspark_jars" ]]; then
+  [[ -f "$pyspark_jars/hadoop-client-api-$SPARK_HADOOP_VERSION.jar" ]] || die "pyspark in .venv does not bundle \
+Hadoop $SPARK_HADOOP_VERSION (found: $(cd "$pyspark_jars" && ls hadoop-client-api-*.jar)): align SPARK_HADOOP_VERSION \
+in infra/versions.env with the pyspark of uv.lock"
+  log "spark: $(basename "$delta_jar") beside pyspark's hadoop-client-api-$SPARK_HADOOP_VERSION.jar"
+fi
 log "done in $(elapsed "$T0")"

@@ -14,6 +14,7 @@ from archlab.cli.common import console, load_settings
 from archlab.cli.infra import UP_EPILOG, down, infra_app, up
 from archlab.cli.produce import produce, replay
 from archlab.cli.status import status
+from archlab.cli.tables import history, tables
 from archlab.cli.topics import tail
 from archlab.kafka.topics import ensure_topics
 from archlab.lake.store import ensure_bucket
@@ -23,7 +24,7 @@ app.add_typer(infra_app, name="infra", help="Run the native Kafka and MinIO (mak
 app.command(help="Start Kafka, MinIO and every service in the foreground; Ctrl-C stops everything.",
             epilog=UP_EPILOG)(up)
 app.command(help="Stop everything `lab up` started.")(down)
-for command in (produce, replay, tail, status):
+for command in (produce, replay, tail, status, tables, history):
     app.command()(command)
 
 

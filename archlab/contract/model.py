@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 import pyarrow as pa
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from archlab.contract.aggregates import Aggregate, aggregate_problems, measure_type
+from archlab.contract.aggregates import GOLD_COLUMNS, Aggregate, aggregate_problems, measure_type
 from archlab.contract.types import NUMERIC_TYPES, Name, TypeName, arrow_type, base_type, parse_duration
 from archlab.core.errors import UserError
 
@@ -262,6 +262,13 @@ class Contract(BaseModel):
             if aggregate.name == name:
                 return aggregate
         raise KeyError(name)
+
+    def aggregate_schema(self, name: str) -> pa.Schema:
+        """The columns of ``gold_schema`` one aggregate's rows have: the bookkeeping, its dimensions and
+        its measures (the columns of its gold table, the partition aside)."""
+        aggregate = self.aggregate(name)
+        own = {*GOLD_COLUMNS, *aggregate.group_by, *(m.name for m in aggregate.measures)}
+        return pa.schema([f for f in self.gold_schema if f.name in own])
 
     def _column_names(self) -> list[tuple[str, str]]:
         """Every name a batch column or SQL scope gets, with where it is declared."""

@@ -7,7 +7,6 @@ service reading a topic another no longer writes.
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
 from functools import partial
 
@@ -27,6 +26,9 @@ class TopicKind(StrEnum):
 
 #: The lake layers, in the order a record passes them; each is a folder ``<layer>/<dataset>``.
 LAYERS: tuple[str, ...] = ("bronze", "silver", "quarantine", "dq", "gold")
+
+#: The date partition column of the lake's tables (folders ``dt=YYYY-MM-DD``): no table has finer partitions.
+DATE_PARTITION = "dt"
 
 
 def topic(dataset: str, kind: TopicKind | str) -> str:
@@ -80,18 +82,6 @@ def table_path(layer: str, dataset: str, aggregate: str | None = None) -> str:
     return f"{layer}/{dataset}" if aggregate is None else f"{layer}/{dataset}/{aggregate}"
 
 
-def partition_folder(layer: str, dataset: str, moment: datetime, aggregate: str | None = None) -> str:
-    """Hive-style folder of a table: ``<table>/dt=YYYY-MM-DD/hour=HH``."""
-    base = table_path(layer, dataset, aggregate)
-    return f"{base}/dt={moment.year:04d}-{moment:%m-%d}/hour={moment:%H}"  # %Y gives "1" for year 1
-
-
-def landing_intent_path(group_id: str, topic_name: str, partition: int) -> str:
-    """Where a lake sink records the objects of a flush before writing them (see ``streaming.lake_sink``)."""
-    return f"_landing/{group_id}/{topic_name}/{partition:03d}.json"
-
-
-def flush_object_path(folder: str, partition: int, start_offset: int) -> str:
-    """The object one lake-sink flush writes into a partition folder, named by the Kafka partition and the
-    flush's first offset: a retry of the same flush overwrites it instead of adding a copy."""
-    return f"{folder}/part-{partition:03d}-{start_offset:020d}.parquet"
+def app_id(group_id: str, topic_name: str, partition: int) -> str:
+    """The Delta application-transaction id of one consumer group's partition: ``<group>:<topic>:<partition>``."""
+    return f"{group_id}:{topic_name}:{partition}"

@@ -91,6 +91,19 @@ class Settings(LakeSettings):
     flush_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Roll a lake file after this many bytes")
     flush_interval_s: float = Field(5.0, gt=0, description="Roll a lake file this long after its first record")
 
+    # Table maintenance (archlab.lake.maintenance): each writing service keeps its own tables small and tidy.
+    maintenance_interval_s: float = Field(60.0, gt=0, description="Seconds between two maintenance passes")
+    compact_quiet_s: float = Field(
+        300.0, ge=0, description="A partition not written for this long is closed: its files are compacted into few")
+    compact_min_files: int = Field(
+        32, ge=2, description="An open partition (or unpartitioned table) is compacted once it has this many files")
+    checkpoint_every: int = Field(50, ge=1, description="Write a Delta checkpoint after this many new versions")
+    vacuum_retention_h: int = Field(
+        168, ge=0, description="Hours a file removed from a table is kept before vacuum deletes it: the longest a "
+                               "reader may hold a snapshot (0 is unsafe under readers)")
+    history_retention_h: int = Field(
+        168, ge=1, description="Hours of table history (log entries, time travel) kept before cleanup")
+
 
 def env_file() -> Path | None:
     """The dotenv file :func:`load_settings` reads: ``LAB_ENV_FILE`` if set (empty: none), else ``.env``."""

@@ -1,12 +1,12 @@
-"""Lake I/O behind one small interface: MinIO through s3fs in services, a local folder offline.
+"""The lake's bucket behind one small interface: MinIO through s3fs in services, a local folder offline.
 
-Objects are written whole (an S3 PUT is atomic; locally a rename is), so a reader never sees a
-half-written Parquet file and a retry with the same key simply replaces the first attempt.
+Tables on it are written and read through :mod:`archlab.lake.tables` (Delta); this module gives their
+location (``url``), lists and reads single objects, creates the bucket, and says which instants a
+date partition can hold.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 from pathlib import Path
 
@@ -15,7 +15,6 @@ import fsspec.asyn
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import s3fs
 from fsspec.implementations.local import LocalFileSystem
 
@@ -58,47 +57,15 @@ class Lake:
         """A URL DuckDB and pyarrow understand (``s3://bucket/key`` or a local path)."""
         return f"s3://{self.path(key)}" if self.is_s3 else self.path(key)
 
-    def write_bytes(self, key: str, data: bytes) -> None:
-        if self.is_s3:
-            self.fs.pipe_file(self.path(key), data)
-            return
-        final = self.path(key)
-        temporary = f"{final}.tmp"
-        self.fs.pipe_file(temporary, data)
-        self.fs.mv(temporary, final)
-
     def read_bytes(self, key: str) -> bytes | None:
         try:
             return self.fs.cat_file(self.path(key))
         except FileNotFoundError:
             return None
 
-    def write_json(self, key: str, document: object) -> None:
-        self.write_bytes(key, orjson.dumps(document))
-
     def read_json(self, key: str) -> object | None:
         data = self.read_bytes(key)
         return None if data is None else orjson.loads(data)
-
-    def write_parquet(self, key: str, table: pa.Table) -> int:
-        """Write a table as one zstd Parquet object; returns its size in bytes."""
-        buffer = io.BytesIO()
-        pq.write_table(table, buffer, compression="zstd")
-        data = buffer.getvalue()
-        self.write_bytes(key, data)
-        return len(data)
-
-    def read_parquet(self, key: str) -> pa.Table | None:
-        data = self.read_bytes(key)
-        return None if data is None else pq.read_table(pa.BufferReader(data))
-
-    def delete(self, keys: list[str]) -> None:
-        """Delete objects, ignoring those that are already gone."""
-        for key in keys:
-            try:
-                self.fs.rm_file(self.path(key))
-            except FileNotFoundError:
-                pass
 
     def list(self, prefix: str) -> list[str]:
         """Keys of every object under a prefix (recursive), without the root."""
@@ -121,6 +88,12 @@ def clamp_to_calendar(stamps: pa.Array | pa.ChunkedArray) -> tuple[pa.Array | pa
     outside = pc.or_(pc.less(raw, low), pc.greater(raw, high))
     inside = pc.min_element_wise(pc.max_element_wise(raw, low, skip_nulls=False), high, skip_nulls=False)
     return inside.cast(stamps.type), outside
+
+
+def calendar_date(stamps: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """The UTC date of each timestamp, a stamp outside the calendar on its first or last day: the date
+    partition (``dt``) of a row, which every reader and folder can hold whatever the stamp."""
+    return clamp_to_calendar(stamps)[0].cast(pa.date32())
 
 
 def ensure_bucket(settings: Settings) -> bool:

@@ -1,4 +1,5 @@
-"""Bronze: every raw record as received, value bytes untouched, with its Kafka coordinates."""
+"""Bronze: every raw record as received, value bytes untouched, with its Kafka coordinates, in the
+Delta table ``bronze/<dataset>`` partitioned by ingestion date (the Kafka timestamp's)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from operator import attrgetter
 
 import pyarrow as pa
 from aiokafka.structs import ConsumerRecord
+
+from archlab.core import names
+from archlab.lake.store import calendar_date
+from archlab.lake.tables import TableTarget
 
 HEADER = pa.struct([pa.field("key", pa.string()), pa.field("value", pa.binary())])
 BRONZE_SCHEMA = pa.schema(
@@ -21,26 +26,26 @@ BRONZE_SCHEMA = pa.schema(
         pa.field("kafka_timestamp", pa.timestamp("ms", tz="UTC"), nullable=False),
         pa.field("timestamp_type", pa.int8(), nullable=False),
         pa.field("ingest_time", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field(names.DATE_PARTITION, pa.date32(), nullable=False),  # of kafka_timestamp, clamped to the calendar
     ]
 )
 
 
 class BronzeEncoder:
-    """Lands ``<dataset>.raw`` records in ``bronze/<dataset>/…`` by Kafka timestamp."""
+    """Lands ``<dataset>.raw`` records in ``bronze/<dataset>`` by ingestion date."""
 
     layer = "bronze"
-    schema = BRONZE_SCHEMA
-    subdir_column = None
 
-    def time_column(self, dataset: str) -> str:
-        return "kafka_timestamp"
+    def targets(self, dataset: str) -> list[TableTarget]:
+        return [TableTarget(names.table_path(self.layer, dataset), BRONZE_SCHEMA, (names.DATE_PARTITION,))]
 
-    def encode(self, records: Sequence[ConsumerRecord]) -> pa.Table:
-        """One partition's records as a table; columns built with ``map`` (the hot path)."""
+    def encode(self, records: Sequence[ConsumerRecord]) -> dict[str, pa.Table]:
+        """One partition's records as rows of its dataset's table; columns built with ``map`` (the hot path)."""
         count = len(records)
         first = records[0]
         ms = pa.timestamp("ms", tz="UTC")
         headers = [list(h) if h else None for h in map(_HEADERS, records)]
+        stamps = pa.array(list(map(_TIMESTAMP, records)), ms)
         columns = [
             pa.repeat(pa.scalar(first.topic, pa.string()), count),
             pa.repeat(pa.scalar(first.partition, pa.int32()), count),
@@ -48,11 +53,13 @@ class BronzeEncoder:
             pa.array(list(map(_KEY, records)), pa.binary()),
             pa.array(list(map(_VALUE, records)), pa.binary()),
             pa.array(headers, pa.list_(HEADER)),
-            pa.array(list(map(_TIMESTAMP, records)), ms),
+            stamps,
             pa.array(list(map(_TIMESTAMP_TYPE, records)), pa.int8()),
             pa.repeat(pa.scalar(int(time.time() * 1000), ms), count),
+            calendar_date(stamps),
         ]
-        return pa.Table.from_arrays(columns, schema=BRONZE_SCHEMA)
+        return {names.table_path(self.layer, names.dataset_of(first.topic)):
+                pa.Table.from_arrays(columns, schema=BRONZE_SCHEMA)}
 
 
 _OFFSET, _KEY, _VALUE, _HEADERS, _TIMESTAMP, _TIMESTAMP_TYPE = (

@@ -1,49 +1,57 @@
-"""The lake sink: Kafka records to Parquet objects on the lake, exactly once.
+"""The lake sink: Kafka records to Delta tables on the lake, exactly once through the tables' own commits.
 
 Every layer (bronze, silver, quarantine, dq, gold) lands through :class:`LakeSink`, a stage of the
 consumer runtime (:mod:`archlab.streaming.runtime`, which says when partitions are recovered and
-released and who retries what). The guarantee is the Kafka Connect S3 sink's, made to hold also when
-one flush spans several hour folders:
+released and who retries what). Its encoder names the tables (:class:`TableTarget`) a dataset's records
+land in and turns one partition's records into their rows. The guarantee is Spark Structured
+Streaming's, through Delta application transactions (:mod:`archlab.lake.tables`):
 
-* A *flush* takes the buffered records of one partition, offsets ``[start, end]``, and writes one
-  object per Hive folder, each named by the partition and ``start`` (:func:`names.flush_object_path`):
-  the name is a pure function of the data, so a retry of the same flush overwrites instead of adding.
-* Before the objects, the flush writes an *intent* (:func:`names.landing_intent_path`) listing their
-  keys. The partition's offset ``end + 1`` is committed to the group only after every object is durable.
-* When a partition is assigned, an intent whose ``start`` is not below the committed offset
-  belongs to a flush that never committed: its objects are deleted and the records re-read
-  from the committed offset, so no record can sit in two objects, whatever the new batching.
-* Between two commits of a partition there is at most one flush in flight, so one intent per
-  partition is enough.
+* A *flush* takes the buffered records of one Kafka partition and makes one commit per table, carrying
+  ``Landed(app_id, last offset of the flush)`` with ``app_id = names.app_id(group, topic, partition)``:
+  the rows and the progress become visible together, or not at all.
+* When a partition is assigned, the sink reads each table's transaction version for its ``app_id``
+  and resumes after the lowest (a table without one counts as the group's committed offset, or the
+  beginning); a flush drops, per table, the records at or below the version that table already holds.
+  So a restart, a rebalance or a retried commit never lands a record twice, whatever the new batching;
+  merged tables are idempotent besides (a row is replaced only by a newer one).
+* The Kafka offset commit after the Delta commits is a report for lag, not progress: a refused or lost
+  one costs at most a re-read of records the tables then skip.
+* At most one flush per partition is in flight, and the commits to one table are made one at a time
+  in the process (one table handle per path); other instances' commits are resolved by delta-rs
+  (appends) or retried on conflict (:class:`~archlab.lake.tables.Tables`).
 
-Flushes happen when a partition's buffer reaches ``flush_records`` or ``flush_bytes``, or its
-first record is older than ``flush_interval_s`` (so an idle stream still lands), and on a graceful
-stop. While the lake is unreachable the flush is retried with backoff and, once the partition's next
-buffer is full, the partition is paused: memory stays bounded and the records are committed once the
-lake is back. On revocation a partition's running flush still lands and commits; its buffer is dropped.
+Flushes happen when a partition's buffer reaches ``flush_records`` or ``flush_bytes``, or its first
+record is older than ``flush_interval_s`` (so an idle stream still lands), and on a graceful stop.
+While the lake is unreachable the commit is retried with backoff and, once the partition's next buffer
+is full, the partition is paused: memory stays bounded. On revocation a partition's running flush still
+lands; its buffer is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from bisect import bisect_right
+from collections import defaultdict
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from operator import attrgetter
+from typing import Protocol, TypeVar
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import ConsumerRecord
+from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
 from prometheus_client import Counter, Gauge, Histogram
 
 from archlab.core import names
 from archlab.core.retry import backoff
 from archlab.core.settings import Settings
-from archlab.lake.store import Lake, clamp_to_calendar
+from archlab.lake.tables import Landed, Tables, TableTarget
 from archlab.streaming.runtime import ConsumerStage, run_stage
 
 log = structlog.get_logger(__name__)
@@ -52,28 +60,33 @@ T = TypeVar("T")
 
 MIB = 1024 * 1024
 
+#: What a lake call raises while the lake is unreachable or a commit keeps conflicting: retried without limit.
+LAKE_ERRORS = (OSError, DeltaError)
+
 LANDED_RECORDS = Counter("lab_landed_records_total", "Records landed on the lake", ["layer", "dataset"])
-LANDED_OBJECTS = Counter("lab_landed_objects_total", "Parquet objects written", ["layer", "dataset"])
-LANDED_BYTES = Counter("lab_landed_bytes_total", "Parquet bytes written", ["layer", "dataset"])
-FLUSH_SECONDS = Histogram("lab_flush_seconds", "Duration of one flush cycle (write + commit)", ["layer"])
-LAKE_RETRIES = Counter("lab_lake_write_retries_total", "Lake writes retried after an error", ["layer"])
+LAKE_COMMITS = Counter("lab_lake_commits_total", "Delta commits made by the lake sinks", ["layer", "dataset"])
+FLUSH_SECONDS = Histogram("lab_flush_seconds", "Duration of one flush (every table's commit)", ["layer"])
+COMMIT_SECONDS = Histogram("lab_lake_commit_seconds", "Duration of one Delta commit of a lake sink", ["layer"],
+                           buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+LAKE_RETRIES = Counter("lab_lake_write_retries_total", "Lake calls retried after an error", ["layer"])
 BUFFERED_RECORDS = Gauge("lab_buffered_records", "Records buffered and not yet landed", ["layer"])
-REWRITTEN_FLUSHES = Counter(
-    "lab_uncommitted_flushes_undone_total", "Flushes found written but not committed, undone on assignment", ["layer"]
-)
+
+_OFFSET = attrgetter("offset")
 
 
 class BatchEncoder(Protocol):
-    """Turns one partition's records into the rows landed for them (with an explicit schema)."""
+    """Names the tables a dataset's records land in and turns one partition's records into their rows."""
 
     layer: str
-    subdir_column: str | None  # optional string column adding a folder level (e.g. gold aggregate)
 
-    def time_column(self, dataset: str) -> str:
-        """A non-null timestamp column of the dataset's rows that picks the dt=/hour= folder."""
+    def targets(self, dataset: str) -> list[TableTarget]:
+        """The dataset's tables, with explicit schemas (the same list for every call)."""
         ...
 
-    def encode(self, records: Sequence[ConsumerRecord]) -> pa.Table: ...
+    def encode(self, records: Sequence[ConsumerRecord]) -> dict[str, pa.Table]:
+        """Rows per target path of one partition's records (partition columns filled); a path left out
+        has no rows."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,18 +119,44 @@ class _Buffer:
         )
 
 
-class LakeSink(ConsumerStage):
-    """Consumes topics and lands their records on the lake, committing only what is durable.
+class _Flush:
+    """One partition's records (in offset order) and their rows, encoded once per cut: normally every
+    table needs the rows of all records; after a restart a table may already hold a prefix of them."""
 
-    Flushes run in the background while consumption goes on, at most one per partition at a
-    time (so one intent per partition is enough). A partition whose next buffer is full while
-    its flush is still running (a slow or unreachable lake) is paused until that flush is done.
+    def __init__(self, records: list[ConsumerRecord], encoder: BatchEncoder) -> None:
+        self.records = records
+        self._encoder = encoder
+        self._encoded: dict[int, dict[str, pa.Table]] = {}
+        self._lock = threading.Lock()  # tables are committed from several threads
+
+    @property
+    def last(self) -> int:
+        return self.records[-1].offset
+
+    def rows(self, target: TableTarget, landed: int) -> pa.Table:
+        """The target's rows of the records after offset ``landed`` (those the table lacks)."""
+        cut = bisect_right(self.records, landed, key=_OFFSET)
+        if cut == len(self.records):
+            return target.schema.empty_table()
+        with self._lock:
+            if cut not in self._encoded:
+                self._encoded[cut] = self._encoder.encode(self.records[cut:])
+            rows = self._encoded[cut].get(target.path)
+        return target.schema.empty_table() if rows is None else rows
+
+
+class LakeSink(ConsumerStage):
+    """Consumes topics and lands their records in Delta tables, each flush one commit per table.
+
+    Flushes run in the background while consumption goes on, at most one per partition at a time.
+    A partition whose next buffer is full while its flush is still running (a slow or unreachable
+    lake) is paused until that flush is done.
     """
 
     def __init__(
         self,
         consumer: AIOKafkaConsumer,
-        lake: Lake,
+        tables: Tables,
         encoder: BatchEncoder,
         *,
         group_id: str,
@@ -125,15 +164,21 @@ class LakeSink(ConsumerStage):
         fetch_max_records: int = 10_000,
     ) -> None:
         super().__init__(consumer, group_id=group_id)
-        self._lake = lake
+        self._tables = tables
         self._encoder = encoder
         self._policy = policy
         self._fetch_max_records = fetch_max_records
         self._buffers: dict[TopicPartition, _Buffer] = {}
         self._inflight: dict[TopicPartition, asyncio.Task[None]] = {}
         self._paused: set[TopicPartition] = set()
-        # Commits of concurrent flushes, one at a time. Not the runtime's rebalance lock: a revocation
-        # holds that one while it waits for the revoked partitions' flushes to commit.
+        # Per assigned partition: target path -> the last offset that table holds (-1: none).
+        self._landed: dict[TopicPartition, dict[str, int]] = {}
+        self._handles: dict[str, DeltaTable] = {}
+        # One call at a time per table handle: concurrent commits of one process to one table would
+        # only conflict with each other, and a handle is not meant to be shared between threads.
+        self._table_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # Kafka commits of concurrent flushes, one at a time. Not the runtime's rebalance lock: a revocation
+        # holds that one while it waits for the revoked partitions' flushes to land.
         self._commit_lock = asyncio.Lock()
         self._buffered = BUFFERED_RECORDS.labels(encoder.layer)
 
@@ -186,91 +231,115 @@ class LakeSink(ConsumerStage):
         self._reap()
 
     async def _flush(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
-        """Land one partition's buffer, then commit its offsets."""
+        """Land one partition's buffer in every table that lacks some of it, then report the offset to Kafka."""
         started = time.perf_counter()
-        await self._land(tp, records)
+        dataset = names.dataset_of(tp.topic)
+        landed = self._landed[tp]
+        flush = _Flush(records, self._encoder)
+        mark = Landed(self._app_id(tp), flush.last)
+        fresh = len(records) - bisect_right(records, min(landed.values()), key=_OFFSET)
+        behind = [t for t in self._encoder.targets(dataset) if landed[t.path] < flush.last]
+        await asyncio.gather(*(self._land(target, flush, mark, landed[target.path]) for target in behind))
+        LAKE_COMMITS.labels(self._encoder.layer, dataset).inc(len(behind))
+        for target in behind:
+            landed[target.path] = flush.last
+        LANDED_RECORDS.labels(self._encoder.layer, dataset).inc(fresh)
+        FLUSH_SECONDS.labels(self._encoder.layer).observe(time.perf_counter() - started)
         async with self._commit_lock:
             try:
-                await self.consumer.commit({tp: records[-1].offset + 1})
+                await self.consumer.commit({tp: flush.last + 1})
             except (CommitFailedError, IllegalStateError) as exc:
-                # The group moved on while we wrote: the partition's next owner (maybe us again)
-                # finds this intent uncommitted, undoes it and re-reads from the committed offset.
-                log.warning("commit refused, the flush will be redone", topic=tp.topic, partition=tp.partition,
-                            error=str(exc))
-                return
-        FLUSH_SECONDS.labels(self._encoder.layer).observe(time.perf_counter() - started)
+                # Only the lag report is lost: the tables' transaction versions say what landed.
+                log.info("offset report refused", topic=tp.topic, partition=tp.partition, error=str(exc))
+
+    async def _land(self, target: TableTarget, flush: _Flush, mark: Landed, known: int) -> None:
+        """One commit of the flush's rows to one table, exactly once (see :meth:`Tables.append_new`)."""
+
+        def commit(table: DeltaTable) -> None:
+            started = time.perf_counter()
+            if target.merge_keys is None:
+                self._tables.append_new(
+                    table, mark, lambda version: flush.rows(target, max(known, -1 if version is None else version)))
+            else:
+                self._tables.merge(table, flush.rows(target, known), target.merge_keys, [mark], target.newer_when)
+            COMMIT_SECONDS.labels(self._encoder.layer).observe(time.perf_counter() - started)
+
+        await self._with_table(target, commit)
 
     # --- rebalance hooks ---------------------------------------------------------------------
     async def release_partitions(self, revoked: Collection[TopicPartition]) -> None:
-        """Let the revoked partitions' running flushes land and commit; drop their unlanded rest."""
+        """Let the revoked partitions' running flushes land; drop their unlanded rest."""
         for tp in revoked:
             self._buffers.pop(tp, None)
         await self._drain(revoked)
+        for tp in revoked:
+            self._landed.pop(tp, None)
 
     async def recover_partition(self, tp: TopicPartition) -> None:
-        """Undo a flush of the partition that was written but never committed, then read it from the
-        committed offset (records fetched meanwhile are not buffered).
+        """Read what each table of the partition's dataset holds of it and resume after the lowest
+        (records fetched meanwhile are not buffered).
 
-        The lake may be down right now: reading the intent is retried until it answers, since a
-        partition that skipped its recovery must never be landed."""
+        The lake may be down right now: the reads are retried until it answers, since a partition
+        must never be landed without knowing what its tables hold."""
         committed = await self.consumer.committed(tp)
-        intent = await self._retrying(self._lake.read_json, self._intent_key(tp))
-        if isinstance(intent, dict) and (committed is None or intent["start"] >= committed):
-            log.info("undoing uncommitted flush", topic=tp.topic, partition=tp.partition, start=intent["start"])
-            await self._retrying(self._lake.delete, list(intent["objects"]))
-            REWRITTEN_FLUSHES.labels(self._encoder.layer).inc()
-        if committed is None:
+        reported = -1 if committed is None else committed - 1
+        app = self._app_id(tp)
+
+        def version(table: DeltaTable) -> int | None:
+            table.update_incremental()
+            return self._tables.landed_version(table, app)
+
+        landed: dict[str, int] = {}
+        for target in self._encoder.targets(names.dataset_of(tp.topic)):
+            held = await self._with_table(target, version)
+            landed[target.path] = reported if held is None else held
+        self._landed[tp] = landed
+        resume = min(landed.values()) + 1
+        if resume == 0:
             await self.consumer.seek_to_beginning(tp)
         else:
-            self.consumer.seek(tp, committed)
+            self.consumer.seek(tp, resume)
         self._buffers.pop(tp, None)
+        log.info("partition resumes after its tables' versions", topic=tp.topic, partition=tp.partition,
+                 resume=resume, committed=committed)
 
-    # --- writing -----------------------------------------------------------------------------
-    def _intent_key(self, tp: TopicPartition) -> str:
-        return names.landing_intent_path(self.group_id, tp.topic, tp.partition)
+    # --- the tables --------------------------------------------------------------------------
+    def _app_id(self, tp: TopicPartition) -> str:
+        return names.app_id(self.group_id, tp.topic, tp.partition)
 
-    async def _land(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
-        encoder = self._encoder
-        dataset = names.dataset_of(tp.topic)
-        start = records[0].offset
-        table = encoder.encode(records)
-        parts = list(_split_by_folder(table, encoder, dataset, tp.partition, start))
-        intent = {"start": start, "end": records[-1].offset, "objects": [key for key, _ in parts]}
-        await self._retrying(self._lake.write_json, self._intent_key(tp), intent)
-        sizes = await asyncio.gather(*(self._retrying(self._lake.write_parquet, key, part) for key, part in parts))
-        LANDED_RECORDS.labels(encoder.layer, dataset).inc(table.num_rows)
-        LANDED_OBJECTS.labels(encoder.layer, dataset).inc(len(parts))
-        LANDED_BYTES.labels(encoder.layer, dataset).inc(sum(sizes))
-
-    async def _retrying(self, call: Callable[..., T], *args: Any) -> T:
-        """Run a blocking lake call in a thread, retrying without limit while the lake is down."""
-        async for attempt in backoff("lake write", first_s=0.2, max_s=5, layer=self._encoder.layer):
-            with attempt:
-                return await asyncio.to_thread(call, *args)
-            LAKE_RETRIES.labels(self._encoder.layer).inc()  # the attempt failed: it will be retried
+    async def _with_table(self, target: TableTarget, use: Callable[[DeltaTable], T]) -> T:
+        """``use`` the target's table (created or evolved at first use) in a thread, one call at a time
+        per table, retried without limit while the lake is down."""
+        async with self._table_locks[target.path]:
+            async for attempt in backoff("lake call", retry_on=LAKE_ERRORS, first_s=0.2, max_s=5,
+                                         layer=self._encoder.layer, table=target.path):
+                with attempt:
+                    return await asyncio.to_thread(self._use_table, target, use)
+                LAKE_RETRIES.labels(self._encoder.layer).inc()  # the attempt failed: it will be retried
         raise AssertionError("unreachable: a backoff without stop event or deadline never gives up")
 
+    def _use_table(self, target: TableTarget, use: Callable[[DeltaTable], T]) -> T:
+        table = self._handles.get(target.path)
+        if table is None:
+            table = self._handles[target.path] = self._tables.ensure(target.path, target.schema, target.partition_by)
+        return use(table)
 
-def _split_by_folder(
-    table: pa.Table, encoder: BatchEncoder, dataset: str, partition: int, start: int
-) -> Iterator[tuple[str, pa.Table]]:
-    """Yield ``(key, rows)`` per Hive folder (subdir, dt, hour) of one flush, in a stable order.
 
-    A row whose time lies outside years 1-9999 (a producer's odd Kafka timestamp) is filed in the
-    first or last hour folder; the row itself keeps its value.
-    """
-    stamps = table[encoder.time_column(dataset)]
-    hours = pc.floor_temporal(clamp_to_calendar(stamps)[0], unit="hour")
-    groups = [hours] if encoder.subdir_column is None else [table[encoder.subdir_column], hours]
-    keyed = pa.table({f"k{i}": column for i, column in enumerate(groups)}).append_column(
-        "row", pa.array(range(table.num_rows), pa.int64())
-    )
-    grouped = keyed.group_by([f"k{i}" for i in range(len(groups))], use_threads=False).aggregate([("row", "list")])
-    for group in sorted(grouped.to_pylist(), key=lambda g: tuple(str(g[f"k{i}"]) for i in range(len(groups)))):
-        hour: datetime = group[f"k{len(groups) - 1}"]
-        subdir = group["k0"] if encoder.subdir_column is not None else None
-        folder = names.partition_folder(encoder.layer, dataset, hour.astimezone(UTC), subdir)
-        yield names.flush_object_path(folder, partition, start), table.take(pa.array(group["row_list"], pa.int64()))
+async def prepare_tables(settings: Settings, targets: Sequence[TableTarget], stop: asyncio.Event) -> bool:
+    """Create or evolve every table a service lands in before its consumers start, so that a contract that
+    cannot evolve an existing table stops the service at once (:class:`~archlab.lake.tables.SchemaChangeError`
+    naming each field and what to do), before any record is processed under it and with no table changed.
+    Retried while the lake is unreachable; False when ``stop`` came first."""
+    tables = Tables.from_settings(settings)
+    try:
+        async for attempt in backoff("table check", stop=stop, retry_on=LAKE_ERRORS, first_s=0.2, max_s=5):
+            with attempt:
+                await asyncio.to_thread(tables.ensure_targets, targets)
+    except LAKE_ERRORS:
+        if stop.is_set():
+            return False
+        raise
+    return not stop.is_set()
 
 
 async def land(
@@ -278,11 +347,11 @@ async def land(
 ) -> None:
     """Run a LakeSink for ``topics`` in consumer group ``group`` until ``stop``: every service's
     lake landing (bronze, silver, quarantine, dq, gold)."""
-    lake = Lake.from_settings(settings)
+    tables = Tables.from_settings(settings)
     policy = RollPolicy(settings.flush_records, settings.flush_bytes, settings.flush_interval_s)
 
     def sink(consumer: AIOKafkaConsumer, _: object) -> LakeSink:
-        return LakeSink(consumer, lake, encoder, group_id=group, policy=policy)
+        return LakeSink(consumer, tables, encoder, group_id=group, policy=policy)
 
     # Smaller fetches than the processing stages: a sink buffers whole files anyway, and its memory
     # is fetches plus buffers for every partition.

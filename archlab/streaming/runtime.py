@@ -2,8 +2,9 @@
 
 Two kinds of stage run on it, and both give every input record exactly-once effect:
 
-* a **lake sink** (:class:`archlab.streaming.lake_sink.LakeSink`) writes records to the lake and then
-  commits their offsets to the consumer group;
+* a **lake sink** (:class:`archlab.streaming.lake_sink.LakeSink`) commits records to Delta tables, each
+  commit carrying the partition's last offset as an application transaction, and then reports that offset
+  to the consumer group (for lag only: the tables' transaction versions are the truth);
 * a **transactional stage** (:class:`archlab.streaming.transactional.TransactionalProcessor`) writes its
   output records and its input offsets in one Kafka transaction.
 
@@ -12,7 +13,7 @@ Lifecycle (:func:`run_stage`)
     (``<group>-<instance id>``) fences a dead predecessor with the same id and aborts its open
     transaction. Then the consumer subscribes with the stage's rebalance listener and the stage's loop
     runs, one :meth:`ConsumerStage.step` per turn, until the ``stop`` event is set. On that graceful stop
-    :meth:`ConsumerStage.finish` runs (a lake sink lands and commits what it has buffered; a transactional
+    :meth:`ConsumerStage.finish` runs (a lake sink lands what it has buffered; a transactional
     stage has nothing left: its batch in flight has committed, a batch prepared ahead is dropped), then
     :meth:`ConsumerStage.close`, then the consumer stops (leaving the group) and the producer stops.
     Clients are stopped whatever ended the loop.
@@ -22,18 +23,20 @@ Assignment
     "partitions assigned" is logged: this is the readiness signal (tests and operators wait for the gauge,
     not the log; it drops back on revocation and when the loop ends). Then, holding the stage lock, each partition is recovered
     (:meth:`ConsumerStage.recover_partition`) and only after that marked *ready*; no record of a partition
-    that is not ready is processed or committed. A lake sink recovers by undoing a flush it finds written
-    but not committed and seeking to the committed offset; a transactional stage rebuilds the partition's
+    that is not ready is processed or committed. A lake sink recovers by reading, for each of the
+    partition's tables, the transaction version it holds, and seeking after the lowest (a table without
+    one counts as the committed offset); a transactional stage rebuilds the partition's
     state from its changelog and reads on from the consumer's own position (the committed offset: seeking
     there from the callback re-delivered records after a ``kill -9``).
 
 Revocation
     Holding the same lock (so after the commit in flight, never in the middle of one), the stage counts a
     new *generation*, marks the partitions not ready and releases them
-    (:meth:`ConsumerStage.release_partitions`): a lake sink lets their running flushes land and commit and
-    drops their unlanded buffers; a transactional stage drops their state. Anything fetched but not
-    committed is read again by the partitions' next owner from the committed offsets, which is why a
-    transactional stage drops, instead of committing, a batch fetched in an earlier generation.
+    (:meth:`ConsumerStage.release_partitions`): a lake sink lets their running flushes land and drops their
+    unlanded buffers; a transactional stage drops their state. Anything fetched but not committed is read
+    again by the partitions' next owner (from the tables' versions for a lake sink, from the committed
+    offsets for a transactional stage), which is why a transactional stage drops, instead of committing, a
+    batch fetched in an earlier generation.
 
 Fatal errors
     aiokafka only logs an exception raised in a rebalance callback, so the runtime stores it instead and
@@ -42,18 +45,21 @@ Fatal errors
     its supervisor starts it again, which recovers as after a crash.
 
 Crash (``kill -9``) at any moment
-    Committed offsets are the only progress that counts. A lake sink's next owner finds the flush intent
-    of the uncommitted flush, deletes its objects and re-reads; a transactional stage's open transaction
-    is aborted by the broker when its transactional id registers again (or after its 20 s timeout), so
-    ``read_committed`` readers never see its records.
+    A lake sink's progress is its tables' transaction versions: a Delta commit and its version land
+    together or not at all (a crashed commit leaves at most unreferenced files no reader sees), so its
+    next owner resumes after them, and a crash between the Delta commit and the Kafka offset commit costs
+    only a re-read of records the tables then skip. A transactional stage's progress is its committed
+    offsets: its open transaction is aborted by the broker when its transactional id registers again (or
+    after its 20 s timeout), so ``read_committed`` readers never see its records.
 
 Who retries what
-    Lake calls of a lake sink (intent, objects, deletions) are retried without limit, with exponential
-    backoff (:func:`archlab.core.retry.backoff`), by the flush or the recovery that made them: object names are a function of the records, so a
-    retry overwrites instead of adding. Kafka sends and fetches are retried by the clients (the producer is
-    idempotent). Nobody retries a commit: a lake sink's refused commit means the partition has moved on,
-    and its next owner redoes the flush; a failed transaction ends the stage, and its restart fences and
-    aborts it.
+    Lake calls of a lake sink (reading a table's version, a Delta commit) are retried without limit, with
+    exponential backoff (:func:`archlab.core.retry.backoff`), by the flush or the recovery that made them:
+    a retried commit first reads the table's transaction version and lands only what it lacks, and a
+    commit that conflicts with another writer's is retried on the new table version
+    (:class:`archlab.lake.tables.Tables`). Kafka sends and fetches are retried by the clients (the producer
+    is idempotent). Nobody retries a Kafka offset commit: a lake sink's refused one is a lost lag report;
+    a failed transaction ends the stage, and its restart fences and aborts it.
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ under kills and outages is judged by the same rules as a quiet test:
 * bronze holds every raw (partition, offset) exactly once, byte-identical;
 * silver ∪ quarantine hold raw minus the injected duplicates, each once (their lineage columns
   name the raw record), on the topics and on the lake;
-* gold, the latest row per key on the lake and the latest record per key on the compacted gold
-  topic, equals the batch truth over silver (:mod:`archlab.testing.truth`).
+* gold, each aggregate's table on the lake as it is (exactly one row per window and group) and the
+  latest record per key on the compacted gold topic, equals the batch truth over silver
+  (:mod:`archlab.testing.truth`).
 
 Records are named by their raw position ``(partition, offset)``.
 """
@@ -24,16 +25,16 @@ from typing import Any, TypeVar
 import duckdb
 import orjson
 import structlog
+from deltalake.exceptions import DeltaError
 from tenacity import AsyncRetrying, stop_after_attempt, wait_fixed
 
 from archlab.contract import Contract
-from archlab.core import names
+from archlab.core import names, sql
 from archlab.core.settings import Settings
 from archlab.ingest.generators import INJECTED_HEADER
 from archlab.kafka.clients import read_all
-from archlab.lake.latest import gold_key_columns, latest_per_key_sql
-from archlab.lake.query import connect, layer_glob, table_stats
-from archlab.lake.store import Lake
+from archlab.lake.query import table_stats
+from archlab.lake.tables import Tables
 from archlab.testing.truth import Key, differences, gold_key, truth
 
 log = structlog.get_logger(__name__)
@@ -79,31 +80,24 @@ def refined_exactly_once(positions: Sequence[Position], expected: set[Position])
 
 
 # ---------------------------------------------------------------------------------- readers
-def has_objects(lake: Lake, layer: str, dataset: str) -> bool:
-    return any(key.endswith(".parquet") for key in lake.list(names.table_path(layer, dataset)))
+def table_rows(tables: Tables, layer: str, dataset: str, select: str) -> list[tuple[Any, ...]]:
+    """``SELECT <select> FROM`` the layer's table of a dataset (its latest snapshot); [] before it exists."""
+    con = sql.connect(threads=None)
+    if not tables.register(con, "lab_table", names.table_path(layer, dataset)):
+        return []
+    return con.execute(f"SELECT {select} FROM lab_table").fetchall()
 
 
-def bronze_rows(lake: Lake, dataset: str, digest: bool = False) -> list[tuple[int, int, Any]]:
+def bronze_rows(tables: Tables, dataset: str, digest: bool = False) -> list[tuple[int, int, Any]]:
     """(partition, offset, value) of every bronze row of a dataset, duplicates included; with
     ``digest`` the value's MD5 hex instead of its bytes (for large runs)."""
-    if not has_objects(lake, "bronze", dataset):
-        return []
-    value = 'md5("value")' if digest else '"value"'
-    return connect(lake).execute(
-        f'SELECT "partition", "offset", {value} FROM read_parquet(?, hive_partitioning=false)',
-        [layer_glob(lake, "bronze", dataset)],
-    ).fetchall()
+    return table_rows(tables, "bronze", dataset, f'"partition", "offset", {"md5(value)" if digest else "value"}')
 
 
-def lake_lineage(lake: Lake, dataset: str) -> list[Position]:
+def lake_lineage(tables: Tables, dataset: str) -> list[Position]:
     """The raw position of every silver and quarantine row on the lake."""
-    out: list[Position] = []
-    for layer, (partition, offset) in LINEAGE.items():
-        if has_objects(lake, layer, dataset):
-            out += connect(lake).execute(
-                f"SELECT {partition}, {offset} FROM read_parquet(?, hive_partitioning=false)",
-                [layer_glob(lake, layer, dataset)]).fetchall()
-    return out
+    return [row for layer, (partition, offset) in LINEAGE.items()
+            for row in table_rows(tables, layer, dataset, f"{partition}, {offset}")]
 
 
 async def topic_lineage(settings: Settings, dataset: str) -> dict[str, list[Position]]:
@@ -115,39 +109,52 @@ async def topic_lineage(settings: Settings, dataset: str) -> dict[str, list[Posi
     return out
 
 
-def silver_truth(lake: Lake, contract: Contract) -> dict[Key, dict[str, Any]]:
-    """Every gold value recomputed in one batch over the silver rows on the lake."""
-    con = connect(lake)
-    con.execute(f"CREATE VIEW silver AS SELECT * FROM read_parquet('{layer_glob(lake, 'silver', contract.dataset)}', "
-                "hive_partitioning=false)")
+def silver_truth(tables: Tables, contract: Contract) -> dict[Key, dict[str, Any]]:
+    """Every gold value recomputed in one batch over the silver table's rows."""
+    con = sql.connect(threads=None)
+    if not tables.register(con, "silver", names.table_path("silver", contract.dataset)):
+        con.register("silver", contract.silver_schema.empty_table())
     return truth(con, "silver", contract)
 
 
-def gold_lake_differences(lake: Lake, contract: Contract) -> list[str]:
-    """Gold on the lake (latest row per key) against the truth over silver on the lake."""
-    if not has_objects(lake, "gold", contract.dataset):
-        return ["no gold on the lake yet"]
-    source = f"read_parquet('{layer_glob(lake, 'gold', contract.dataset)}', hive_partitioning=false)"
-    rows = connect(lake).sql(latest_per_key_sql(source, gold_key_columns(contract))).to_arrow_table().to_pylist()
-    return differences(silver_truth(lake, contract), {gold_key(row, contract): row for row in rows})
+def gold_lake_differences(tables: Tables, contract: Contract) -> list[str]:
+    """Gold on the lake, each aggregate's table as it is, against the truth over the silver table. A
+    gold table is a current-value table: it must hold exactly one row per (window, dimensions), so
+    no reader needs to reduce it by ``revision``."""
+    rows: dict[Key, dict[str, Any]] = {}
+    problems = []
+    for aggregate in contract.aggregates:
+        path = names.table_path("gold", contract.dataset, aggregate.name)
+        table = tables.read(path)
+        if table is None:
+            problems.append(f"no gold table {path} yet")
+            continue
+        for row in table.to_pylist():
+            key = gold_key(row, contract)
+            if key in rows:
+                problems.append(f"{path} holds {key} more than once")
+            rows[key] = row
+    if not rows:  # the truth of an empty silver table is empty too: nothing would be compared
+        return problems + ["no gold rows on the lake yet"]
+    return problems + differences(silver_truth(tables, contract), rows)
 
 
-async def gold_topic_differences(settings: Settings, lake: Lake, contract: Contract) -> list[str]:
+async def gold_topic_differences(settings: Settings, tables: Tables, contract: Contract) -> list[str]:
     """The compacted gold topic (latest record per key) against the truth over silver on the lake."""
     records = await read_all(settings, names.gold_topic(contract.dataset))
     latest = {record.key: orjson.loads(record.value) for record in records}
-    expected = await asyncio.to_thread(silver_truth, lake, contract)
+    expected = await asyncio.to_thread(silver_truth, tables, contract)
     return differences(expected, {gold_key(value, contract): value for value in latest.values()})
 
 
-async def wait_gold_equals_truth(lake: Lake, contract: Contract, timeout_s: float) -> list[str]:
+async def wait_gold_equals_truth(tables: Tables, contract: Contract, timeout_s: float) -> list[str]:
     """Poll until gold on the lake equals the truth over silver; [] then, else the last differences."""
     deadline = time.monotonic() + timeout_s
     problems = ["not compared yet"]
     while time.monotonic() < deadline:
         try:
-            problems = await asyncio.to_thread(gold_lake_differences, lake, contract)
-        except (duckdb.Error, OSError) as exc:  # an object replaced between listing and reading: look again
+            problems = await asyncio.to_thread(gold_lake_differences, tables, contract)
+        except (duckdb.Error, OSError, DeltaError) as exc:  # the lake unreachable for a moment: look again
             problems = [repr(exc)]
         if not problems:
             return problems
@@ -178,7 +185,7 @@ class PipelineVerifier:
                  labels: Mapping[str, str] | None = None) -> None:
         self.settings, self.contracts, self.say = settings, dict(contracts), say
         self.datasets = list(contracts)
-        self.lake = Lake.from_settings(settings)
+        self.tables = Tables.from_settings(settings)
         self.labels = {name: (labels or {}).get(name, name) for name in self.datasets}
         self.raw: dict[str, dict[Position, str]] = {}  # position -> MD5 hex of the value
         self.duplicates: dict[str, set[Position]] = {}
@@ -206,15 +213,15 @@ class PipelineVerifier:
         waiting = []
         for name in self.datasets:
             raw, want = len(self.raw[name]), len(self._expected_refined(name))
-            bronze = table_stats(self.lake, "bronze", name).rows
-            refined = sum(table_stats(self.lake, layer, name).rows for layer in LINEAGE)
+            bronze = table_stats(self.tables, "bronze", name).rows
+            refined = sum(table_stats(self.tables, layer, name).rows for layer in LINEAGE)
             if bronze < raw:
                 waiting.append(f"{name} bronze {bronze:,}/{raw:,}")
             if refined < want:
                 waiting.append(f"{name} silver+quarantine {refined:,}/{want:,}")
         if not waiting:
             for name in self.datasets:
-                if problems := gold_lake_differences(self.lake, self.contracts[name]):
+                if problems := gold_lake_differences(self.tables, self.contracts[name]):
                     waiting.append(f"{name} gold: {len(problems)} differences, e.g. {problems[0]}")
         return waiting
 
@@ -246,10 +253,10 @@ class PipelineVerifier:
                                               lambda n=name: self._bronze_check(n)))
             out.append(await self._silver_topic_check(name, f"{label}: silver ∪ quarantine topics = raw − duplicates, each once"))
             out.append(await self._lake_check(f"{label}: silver ∪ quarantine lake = raw − duplicates, each once",
-                                              lambda n=name: self._refined_check(n, lake_lineage(self.lake, n), "lake")))
-            out.append(await self._lake_check(f"{label}: gold lake (latest per key) = truth",
+                                              lambda n=name: self._refined_check(n, lake_lineage(self.tables, n), "lake")))
+            out.append(await self._lake_check(f"{label}: gold tables (one row per key) = truth",
                                               lambda n=name: self._gold_lake_check(n)))
-            problems = await gold_topic_differences(self.settings, self.lake, self.contracts[name])
+            problems = await gold_topic_differences(self.settings, self.tables, self.contracts[name])
             out.append(Check(f"{label}: gold topic (latest per key) = truth", not problems,
                              summary(problems, "every window and group equal")))
         return out
@@ -271,11 +278,11 @@ class PipelineVerifier:
         return result
 
     def _gold_lake_check(self, name: str) -> Check:
-        problems = gold_lake_differences(self.lake, self.contracts[name])
+        problems = gold_lake_differences(self.tables, self.contracts[name])
         return Check("", not problems, summary(problems, "every window and group equal"))
 
     def _bronze_check(self, name: str) -> Check:
-        rows = bronze_rows(self.lake, name, digest=True)
+        rows = bronze_rows(self.tables, name, digest=True)
         self.counts[f"{name}_bronze_rows"] = len(rows)
         problems = landed_exactly_once(rows, self.raw[name])
         return Check("", not problems, "; ".join(problems) or f"{len(self.raw[name]):,} records, each once, identical")

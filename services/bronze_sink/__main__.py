@@ -1,5 +1,6 @@
 """bronze_sink: consumes `<dataset>.raw` of every dataset in one group and lands each record,
-value bytes untouched, as zstd Parquet under bronze/<dataset>/dt=/hour=, exactly once."""
+value bytes untouched, in the Delta table bronze/<dataset>, exactly once; it also maintains that
+table (compaction, checkpoints, vacuum: archlab/lake/maintenance.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import asyncio
 from pydantic import Field
 
 from archlab.core import names
-from archlab.core.service import run_service
+from archlab.core.service import run_service, run_together
 from archlab.core.settings import Settings
 from archlab.kafka.clients import wait_for_kafka
+from archlab.lake.maintenance import maintain_forever
+from archlab.lake.tables import Tables
 from archlab.pipeline.bronze import BronzeEncoder
-from archlab.streaming.lake_sink import land
+from archlab.streaming.lake_sink import land, prepare_tables
 
 
 class BronzeSettings(Settings):
@@ -21,7 +24,15 @@ class BronzeSettings(Settings):
 
 async def main(settings: BronzeSettings, stop: asyncio.Event) -> None:
     topics = [names.raw_topic(dataset) for dataset in settings.datasets]
-    await land(settings, BronzeEncoder(), topics, settings.bronze_group, stop)
+    encoder = BronzeEncoder()
+    targets = [t for d in settings.datasets for t in encoder.targets(d)]
+    if not await prepare_tables(settings, targets, stop):
+        return
+    await run_together(
+        stop,
+        land(settings, encoder, topics, settings.bronze_group, stop),
+        maintain_forever(Tables.from_settings(settings), [t.path for t in targets], settings, stop),
+    )
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 Two transactional stages (see archlab/pipeline/gold/stages.py): silver re-keyed by time bucket into
 `<dataset>.gold-shuffle`, then windows per shuffle partition emitted to the compacted
-`<dataset>.gold` topic with their state deltas in `<dataset>.gold-state`. It also lands gold on the
-lake (`gold/<dataset>/<aggregate>/dt=…/hour=…`) and compacts closed hours into one file each."""
+`<dataset>.gold` topic with their state deltas in `<dataset>.gold-state`. It also merges gold into
+one current-value Delta table per aggregate (`gold/<dataset>/<aggregate>`, by window date) and
+maintains those tables (compaction, checkpoints, vacuum: archlab/lake/maintenance.py)."""
 
 from __future__ import annotations
 
@@ -17,17 +18,16 @@ from archlab.core import names
 from archlab.core.service import run_service, run_together
 from archlab.core.settings import PROJECT_ROOT, Settings
 from archlab.kafka.clients import wait_for_kafka
-from archlab.lake.store import Lake
-from archlab.pipeline.gold.compaction import compact_forever
+from archlab.lake.maintenance import maintain_forever
+from archlab.lake.tables import Tables
 from archlab.pipeline.gold.stages import Aggregator, GoldEncoder, Shuffler, with_aggregates
-from archlab.streaming.lake_sink import land
+from archlab.streaming.lake_sink import land, prepare_tables
 from archlab.streaming.transactional import run_transactional
 
 
 class GoldSettings(Settings):
     gold_group: str = Field("gold_aggregator", description="Consumer group prefix of the gold stages")
     gold_batch: int = Field(20_000, ge=1, description="Most records aggregated in one transaction")
-    compaction_interval_s: float = Field(60.0, gt=0, description="Seconds between two compaction passes")
     state_dir: Path = Field(PROJECT_ROOT / ".stack" / "native" / "state" / "gold_aggregator",
                             description="Folder of the local window checkpoints (RocksDB), one per instance")
 
@@ -46,13 +46,16 @@ async def main(settings: GoldSettings, stop: asyncio.Event) -> None:
         return Aggregator(settings, contracts, consumer, producer, group_id=group, max_batch=settings.gold_batch,
                           state_dir=settings.state_dir / settings.instance_id)
 
+    encoder = GoldEncoder(contracts)
+    targets = [t for d in contracts for t in encoder.targets(d)]
+    if not await prepare_tables(settings, targets, stop):  # a contract its tables cannot take stops here
+        return
     await run_together(
         stop,
         run_transactional(settings, shuffler, [names.silver_topic(d) for d in contracts], shuffle_group, stop),
         run_transactional(settings, aggregator, [names.gold_shuffle_topic(d) for d in contracts], group, stop),
-        land(settings, GoldEncoder(contracts), [names.gold_topic(d) for d in contracts], names.group(group, "gold", "lake"),
-             stop),
-        compact_forever(Lake.from_settings(settings), contracts, settings.compaction_interval_s, stop),
+        land(settings, encoder, [names.gold_topic(d) for d in contracts], names.group(group, "gold", "lake"), stop),
+        maintain_forever(Tables.from_settings(settings), [t.path for t in targets], settings, stop),
     )
 
 

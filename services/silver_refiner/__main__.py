@@ -1,7 +1,8 @@
 """silver_refiner: consumes `<dataset>.raw` of every dataset, refines each batch by its contract
 (types, rules, derived fields, enrichment), de-duplicates, and writes valid records to
 `<dataset>.silver` and invalid ones, with every reason, to `<dataset>.quarantine` in one Kafka
-transaction per batch; it also lands silver, quarantine and the `dq` counts on the lake."""
+transaction per batch; it also lands silver, quarantine and the `dq` counts in their Delta tables
+and maintains those tables (compaction, checkpoints, vacuum: archlab/lake/maintenance.py)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from archlab.core.names import TopicKind
 from archlab.core.service import run_service, run_together
 from archlab.core.settings import Settings
 from archlab.kafka.clients import wait_for_kafka
+from archlab.lake.maintenance import maintain_forever
+from archlab.lake.tables import Tables
 from archlab.pipeline.silver.stage import SilverRefiner
 from archlab.pipeline.silver.tables import DqEncoder, QuarantineEncoder, SilverEncoder
-from archlab.streaming.lake_sink import land
+from archlab.streaming.lake_sink import land, prepare_tables
 from archlab.streaming.transactional import run_transactional
 
 
@@ -36,12 +39,17 @@ async def main(settings: SilverSettings, stop: asyncio.Event) -> None:
     def topics(kind: TopicKind) -> list[str]:
         return [names.topic(dataset, kind) for dataset in settings.datasets]
 
+    silver, quarantine, dq = SilverEncoder(contracts), QuarantineEncoder(), DqEncoder()
+    targets = [t for e in (silver, quarantine, dq) for d in settings.datasets for t in e.targets(d)]
+    if not await prepare_tables(settings, targets, stop):  # a contract its tables cannot take stops here
+        return
     await run_together(
         stop,
         run_transactional(settings, refiner, topics(TopicKind.RAW), group, stop),
-        land(settings, SilverEncoder(contracts), topics(TopicKind.SILVER), names.group(group, "silver", "lake"), stop),
-        land(settings, QuarantineEncoder(), topics(TopicKind.QUARANTINE), names.group(group, "quarantine", "lake"), stop),
-        land(settings, DqEncoder(), topics(TopicKind.DQ), names.group(group, "dq", "lake"), stop),
+        land(settings, silver, topics(TopicKind.SILVER), names.group(group, "silver", "lake"), stop),
+        land(settings, quarantine, topics(TopicKind.QUARANTINE), names.group(group, "quarantine", "lake"), stop),
+        land(settings, dq, topics(TopicKind.DQ), names.group(group, "dq", "lake"), stop),
+        maintain_forever(Tables.from_settings(settings), [t.path for t in targets], settings, stop),
     )
 
 

@@ -1,4 +1,4 @@
-"""Factories for integration tests: a fresh dataset (its own topics and lake folders) per test,
+"""Factories for integration tests: a fresh dataset (its own topics and lake tables) per test,
 service processes that can be killed, and readers of what landed."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from archlab.core.settings import PROJECT_ROOT, Settings
 from archlab.kafka.clients import read_all as read_all  # for the tests that import it from here
 from archlab.kafka.topics import ensure_topics
 from archlab.lake.store import Lake
+from archlab.lake.tables import Tables
 from archlab.streaming.readiness import metric_total, owns_partitions
 from archlab.testing import processes
 from archlab.testing.verify import bronze_rows as bronze_rows  # for the tests that import it from here
@@ -28,6 +29,12 @@ ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 @pytest.fixture
 def lake(settings: Settings) -> Lake:
     return Lake.from_settings(settings)
+
+
+@pytest.fixture
+def tables(settings: Settings) -> Tables:
+    """The lake's Delta tables: how every test reads a layer (a snapshot, never a folder's files)."""
+    return Tables.from_settings(settings)
 
 
 @pytest.fixture
@@ -102,14 +109,14 @@ async def read_topic(settings: Settings, topic: str) -> dict[tuple[int, int], by
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.5) -> None:
-    """Poll ``condition``; a lake read racing a sink that rewrites an object counts as 'not yet'."""
+    """Poll ``condition``; a DuckDB error (e.g. a table read while it is being created) counts as 'not yet'."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
         try:
             if condition():
                 return
-        except duckdb.Error as exc:  # listed, then replaced by a recovering sink before it was read
+        except duckdb.Error as exc:
             last_error = exc
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last error: {last_error})")

@@ -1,7 +1,7 @@
 """The API against a lake filled by the real pipeline (producer -> silver_refiner -> gold_aggregator on
-the real broker and MinIO): every figure equals an independent DuckDB query over the lake, a gold
-update is visible within 2 s, bad parameters are refused by name, and schemathesis finds no 5xx
-and no response off its schema."""
+the real broker and MinIO): every figure equals an independent DuckDB query over the Delta tables read
+with ``deltalake`` directly, ``as_of`` serves an older table version, a gold update is visible within
+2 s, bad parameters are refused by name, and schemathesis finds no 5xx and no response off its schema."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import httpx
 import orjson
 import pytest
 import schemathesis
+from deltalake import DeltaTable
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from schemathesis.checks import not_a_server_error
@@ -42,9 +43,7 @@ from archlab.kafka.clients import (
     make_producer,
     topic_partitions,
 )
-from archlab.lake.latest import gold_key_columns, latest_per_key_sql
-from archlab.lake.query import connect, layer_glob
-from archlab.lake.store import Lake
+from archlab.lake.tables import Tables
 from archlab.testing.processes import free_ports
 from tests.integration.conftest import ARTIFACTS, ServiceProcess, read_all
 from tests.integration.test_silver import copy_contract
@@ -62,20 +61,30 @@ class Served:
     dataset: str
     contract: Contract
     url: str
-    lake: Lake
+    tables: Tables
     settings: Settings
     services: dict[str, ServiceProcess]
 
 
-def lake_gold(served: Served, aggregate: str) -> list[dict[str, Any]]:
-    """The independent truth: the latest gold row per key of one aggregate, straight from the Parquet."""
-    con = connect(served.lake)
+def delta_table(served: Served, layer: str, aggregate: str | None = None, version: int | None = None) -> DeltaTable:
+    """A table opened with ``deltalake`` itself (the project's Tables only tell where it lives)."""
+    path = names.table_path(layer, served.dataset, aggregate)
+    return DeltaTable(served.tables.uri(path), storage_options=served.tables.storage_options, version=version)
+
+
+def duckdb_over(served: Served, **tables: DeltaTable) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection (UTC) with each Delta table registered under its name, as an Arrow dataset."""
+    con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    latest = latest_per_key_sql("read_parquet(?, hive_partitioning=false)", gold_key_columns(served.contract),
-                                where="aggregate = ?")
-    return con.sql(
-        f"{latest} ORDER BY window_start", params=[layer_glob(served.lake, "gold", served.dataset), aggregate],
-    ).to_arrow_table().to_pylist()
+    for name, table in tables.items():
+        con.register(name, table.to_pyarrow_dataset())
+    return con
+
+
+def lake_gold(served: Served, aggregate: str, version: int | None = None) -> list[dict[str, Any]]:
+    """The independent truth: the gold table of one aggregate as it is (one row per key), by window start."""
+    con = duckdb_over(served, gold=delta_table(served, "gold", aggregate, version))
+    return con.sql("SELECT * EXCLUDE (dt) FROM gold ORDER BY window_start").to_arrow_table().to_pylist()
 
 
 async def topic_latest(settings: Settings, dataset: str) -> dict[bytes, int]:
@@ -86,26 +95,25 @@ async def topic_latest(settings: Settings, dataset: str) -> dict[bytes, int]:
     return latest
 
 
-def lake_latest(served: Served) -> dict[tuple, int]:
-    con = connect(served.lake)
-    rows = con.execute(
-        "SELECT aggregate, window_start, category, country, max(revision) FROM read_parquet(?, hive_partitioning=false) "
-        "GROUP BY ALL", [layer_glob(served.lake, "gold", served.dataset)]).fetchall()
-    return {tuple(r[:4]): r[4] for r in rows}
+def lake_revisions(served: Served) -> list[int]:
+    """The revision of every row of every gold table."""
+    revisions = []
+    for aggregate in served.contract.aggregates:
+        if DeltaTable.is_deltatable(served.tables.uri(names.table_path("gold", served.dataset, aggregate.name)),
+                                    served.tables.storage_options):
+            revisions += delta_table(served, "gold", aggregate.name).to_pyarrow_table(columns=["revision"])[
+                "revision"].to_pylist()
+    return revisions
 
 
 async def wait_settled(served: Served, timeout: float) -> None:
-    """Until the lake holds exactly the topic's latest revisions (same count, same total) twice in a row."""
+    """Until the gold tables hold exactly the topic's latest revisions (same count, same total) twice in a row."""
     deadline = time.monotonic() + timeout
     previous = None
     while time.monotonic() < deadline:
         topic = await topic_latest(served.settings, served.dataset)
-        objects = [k for k in served.lake.list(names.table_path("gold", served.dataset)) if k.endswith(".parquet")]
-        try:
-            lake = lake_latest(served) if objects else {}
-        except duckdb.Error:  # an object compacted away between listing and reading: not settled yet
-            lake = {}
-        state = (len(topic), sum(topic.values()), len(lake), sum(lake.values()))
+        lake = await asyncio.to_thread(lake_revisions, served)
+        state = (len(topic), sum(topic.values()), len(lake), sum(lake))
         if topic and state[:2] == state[2:] and state == previous:
             return
         previous = state
@@ -136,7 +144,7 @@ async def served(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
     assert sent.sent == 6_000 and sent.failed == 0
     env = {"LAB_DATASETS": dataset, "LAB_CONTRACTS_DIR": str(folder), "LAB_SILVER_GROUP": f"silver-{dataset}",
            "LAB_GOLD_GROUP": f"gold-{dataset}", "LAB_INSTANCE_ID": "api-test", "LAB_FLUSH_INTERVAL_S": "1",
-           "LAB_COMPACTION_INTERVAL_S": "5"}
+           "LAB_MAINTENANCE_INTERVAL_S": "5", "LAB_COMPACT_QUIET_S": "5"}  # readers under compaction
     ARTIFACTS.mkdir(exist_ok=True)
     (port,) = free_ports(1)
     services: dict[str, ServiceProcess] = {}
@@ -146,7 +154,7 @@ async def served(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
             "LAB_API_LAKE_REFRESH_S": "0.5", "LAB_API_SERVICE_GROUPS": f"silver-{dataset},gold-{dataset}"})):
             services[name] = ServiceProcess(name, {**os.environ, **env, **extra}, ARTIFACTS / f"test_api-{name}.log")
         url = f"http://127.0.0.1:{port}"
-        result = Served(dataset, load_contract(folder / f"{dataset}.yaml"), url, Lake.from_settings(settings),
+        result = Served(dataset, load_contract(folder / f"{dataset}.yaml"), url, Tables.from_settings(settings),
                         settings, services)
         await asyncio.to_thread(wait_ready, url, services["api"])
         await wait_settled(result, timeout=150)
@@ -209,7 +217,7 @@ async def test_windows_equal_duckdb_over_the_gold_lake(served: Served, client: h
     agg = served.contract.aggregate(aggregate)
     measures = [m.name for m in agg.measures]
     key = lambda item: (item["window_start"], json.dumps(list(item["dimensions"].values())))  # noqa: E731
-    deadline = time.monotonic() + 15  # the lake may still take a last flush (or a compaction) right now
+    deadline = time.monotonic() + 15  # the lake may still take a last flush right now
     while True:
         expected = sorted((_expected_item(r, agg.group_by, measures) for r in lake_gold(served, aggregate)), key=key)
         items, pages = _all_pages(client, f"/v1/datasets/{served.dataset}/aggregates/{aggregate}", {"limit": 7})
@@ -266,14 +274,11 @@ async def test_kpis_equal_duckdb_over_the_gold_lake(served: Served, client: http
 
 
 async def test_quality_equals_duckdb_over_dq_and_quarantine(served: Served, client: httpx.Client) -> None:
-    con = connect(served.lake)
-    dq = con.execute("SELECT rule, sum(passed), sum(failed), sum(warned) FROM read_parquet(?) GROUP BY rule",
-                     [layer_glob(served.lake, "dq", served.dataset)]).fetchall()
-    reasons = con.execute(
-        "SELECT r.check, count(*) FROM (SELECT unnest(reasons) AS r FROM read_parquet(?)) GROUP BY ALL",
-        [layer_glob(served.lake, "quarantine", served.dataset)]).fetchall()
-    quarantined = con.execute("SELECT count(*) FROM read_parquet(?)",
-                              [layer_glob(served.lake, "quarantine", served.dataset)]).fetchone()[0]
+    con = duckdb_over(served, dq=delta_table(served, "dq"), quarantine=delta_table(served, "quarantine"))
+    dq = con.execute("SELECT rule, sum(passed), sum(failed), sum(warned) FROM dq GROUP BY rule").fetchall()
+    reasons = con.execute("SELECT r.check, count(*) FROM (SELECT unnest(reasons) AS r FROM quarantine) "
+                          "GROUP BY ALL").fetchall()
+    quarantined = con.execute("SELECT count(*) FROM quarantine").fetchone()[0]
     body = client.get(f"/v1/datasets/{served.dataset}/quality").json()
     assert {r["rule"]: (r["passed"], r["failed"], r["warned"]) for r in body["rules"]} == {
         rule: (p, f, w) for rule, p, f, w in dq}
@@ -282,7 +287,7 @@ async def test_quality_equals_duckdb_over_dq_and_quarantine(served: Served, clie
     top = body["top_reasons"]
     assert top and all(counts[r["check"]] >= r["records"] for r in top)
     assert top[0]["records"] == max(
-        n for (check, _), n in _reason_counts(con, served).items()), "top reason is the most frequent"
+        n for (check, _), n in _reason_counts(con).items()), "top reason is the most frequent"
     assert body["quarantine_rate"] == pytest.approx(quarantined / body["records"], abs=1e-6)
     # a range with nothing in it
     empty = client.get(f"/v1/datasets/{served.dataset}/quality",
@@ -290,13 +295,13 @@ async def test_quality_equals_duckdb_over_dq_and_quarantine(served: Served, clie
     assert empty["quarantined"] == 0 and all(r["passed"] == r["failed"] == 0 for r in empty["rules"])
 
 
-def _reason_counts(con: Any, served: Served) -> dict[tuple[str, str | None], int]:
-    rows = con.execute("SELECT r.check, r.field, count(*) FROM (SELECT unnest(reasons) AS r FROM read_parquet(?)) "
-                       "GROUP BY ALL", [layer_glob(served.lake, "quarantine", served.dataset)]).fetchall()
+def _reason_counts(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str | None], int]:
+    rows = con.execute("SELECT r.check, r.field, count(*) FROM (SELECT unnest(reasons) AS r FROM quarantine) "
+                       "GROUP BY ALL").fetchall()
     return {(c, f): n for c, f, n in rows}
 
 
-async def test_pipeline_reports_lag_and_lake_objects(served: Served, client: httpx.Client) -> None:
+async def test_pipeline_reports_lag_and_each_tables_version(served: Served, client: httpx.Client) -> None:
     body = client.get("/v1/pipeline").json()
     assert body["sampled_at"] is not None
     groups = {g["group"]: g for s in body["services"] for g in s["groups"]}
@@ -305,12 +310,39 @@ async def test_pipeline_reports_lag_and_lake_objects(served: Served, client: htt
     raw = await topic_partitions(served.settings, names.raw_topic(served.dataset))
     raw_end = sum((await end_offsets(served.settings, raw)).values())
     assert {t["topic"]: t["committed"] for t in refiner["topics"]}[names.raw_topic(served.dataset)] == raw_end
-    lake = {(row["layer"]): row for row in body["lake"]}
-    modified = {k: served.lake.fs.info(served.lake.path(k))["LastModified"]
-                for k in served.lake.list(names.table_path("silver", served.dataset))}
-    newest = {k for k, at in modified.items() if at == max(modified.values())}  # S3 times are to the second
-    assert lake["silver"]["last_object"] in newest
-    assert lake["gold"]["objects"] == len([k for k in served.lake.list(names.table_path("gold", served.dataset)) if k.endswith(".parquet")])
+    reported = {row["table"]: row for row in body["lake"]}
+    assert set(reported) == {names.table_path(layer, served.dataset) for layer in ("bronze", "silver", "quarantine", "dq")
+                             } | {names.table_path("gold", served.dataset, a.name) for a in served.contract.aggregates}
+    for row in body["lake"]:
+        if row["layer"] == "bronze":  # this test runs no bronze_sink
+            assert (row["version"], row["files"], row["rows"]) == (None, 0, 0)
+            continue
+        # the table may have moved on since the sample: read the version the API reported
+        aggregate = row["table"].rpartition("/")[2] if row["layer"] == "gold" else None
+        table = delta_table(served, row["layer"], aggregate, version=row["version"])
+        assert row["rows"] == table.to_pyarrow_table().num_rows > 0, row
+        assert row["files"] == len(table.file_uris()), row
+        latest = delta_table(served, row["layer"], aggregate)
+        commits = {c["version"]: c["timestamp"] for c in latest.history(latest.version() - row["version"] + 1)}
+        assert row["last_commit"] == _iso(datetime.fromtimestamp(commits[row["version"]] / 1000, UTC)), row
+
+
+async def test_as_of_serves_an_older_version_of_the_gold_table(served: Served, client: httpx.Client) -> None:
+    path = f"/v1/datasets/{served.dataset}/aggregates/by_category_1m"
+    measures = [m.name for m in served.contract.aggregate("by_category_1m").measures]
+    latest = delta_table(served, "gold", "by_category_1m")
+    old = next(v["version"] for v in reversed(latest.history()) if v["operation"] == "MERGE")  # the first rows landed
+    expected = [_expected_item(r, ["category"], measures) for r in lake_gold(served, "by_category_1m", version=old)]
+    assert expected != [_expected_item(r, ["category"], measures) for r in lake_gold(served, "by_category_1m")]
+    by_version = client.get(path, params={"as_of": old, "limit": 1000}).json()
+    assert by_version["as_of_version"] == old and sorted(by_version["items"], key=str) == sorted(expected, key=str)
+    committed = datetime.fromtimestamp(
+        next(v["timestamp"] for v in latest.history() if v["version"] == old) / 1000, UTC)
+    by_moment = client.get(path, params={"as_of": _iso(committed), "limit": 1000}).json()
+    assert by_moment["as_of_version"] == old, "a commit's timestamp, as history shows it, names that version"
+    assert sorted(by_moment["items"], key=str) == sorted(expected, key=str)
+    current = client.get(path, params={"limit": 1000}).json()
+    assert current["as_of_version"] is None
 
 
 @pytest.mark.parametrize(("path", "params", "status", "named"), [
@@ -322,6 +354,9 @@ async def test_pipeline_reports_lag_and_lake_objects(served: Served, client: htt
     ("/v1/datasets/{ds}/aggregates/by_category_1m", {"limit": 0}, 422, "limit"),
     ("/v1/datasets/{ds}/aggregates/by_category_1m", {"limit": 1001}, 422, "limit"),
     ("/v1/datasets/{ds}/aggregates/by_category_1m", {"cursor": "bm90IGEgY3Vyc29y"}, 422, "cursor"),
+    ("/v1/datasets/{ds}/aggregates/by_category_1m", {"as_of": "yesterday"}, 422, "as_of"),
+    ("/v1/datasets/{ds}/aggregates/by_category_1m", {"as_of": "2001-01-01T00:00:00Z"}, 422, "as_of"),
+    ("/v1/datasets/{ds}/aggregates/by_category_1m", {"as_of": "999999999"}, 422, "as_of"),
     ("/v1/datasets/{ds}/quality", {"to": "12:00"}, 422, "to"),
 ])
 async def test_bad_parameters_are_refused_by_name(

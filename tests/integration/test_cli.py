@@ -1,30 +1,28 @@
-"""The `lab` command against the real stack: tail shows records safely, status adds up and reads
-only Parquet footers."""
+"""The `lab` command against the real stack: tail shows records safely, status adds up, and tables
+and history tell a table's figures and commits from its Delta log."""
 
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import subprocess
 import sys
 import uuid
-from typing import Any
+from datetime import date
 
 import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from archlab.core.names import LAYERS, raw_topic, table_path
+from archlab.core.names import raw_topic, table_path
 from archlab.core.settings import Settings
 from archlab.ingest.generators import DirtyRates
 from archlab.ingest.produce import produce_synthetic
 from archlab.kafka.lag import wait_caught_up
-from archlab.lake import query
-from archlab.lake.query import table_stats
-from archlab.lake.store import Lake
-from tests.integration.conftest import bronze_rows, wait_until
+from archlab.lake.maintenance import MaintenancePolicy, maintain
+from archlab.lake.query import lake_tables, table_stats
+from archlab.lake.tables import Landed, Tables
+from tests.integration.conftest import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -52,92 +50,74 @@ async def test_tail_of_a_missing_topic_says_so(settings: Settings) -> None:
 
 
 async def test_status_reports_end_offsets_lag_and_lake_rows(
-    settings: Settings, lake: Lake, fresh_dataset: str, start_service
+    settings: Settings, fresh_dataset: str, start_service
 ) -> None:
     raw = raw_topic(fresh_dataset)
     group = f"bronze-{fresh_dataset}"
+    tables = Tables.from_settings(settings)
     await produce_synthetic(settings, "orders", count=500, rate=0, seed=6, topic=raw)
     sink = start_service("bronze_sink", LAB_DATASETS=fresh_dataset, LAB_BRONZE_GROUP=group,
                          LAB_FLUSH_INTERVAL_S="0.5")
-    await asyncio.to_thread(wait_until, lambda: len(bronze_rows(lake, fresh_dataset)) == 500, 60, "bronze")
+    await asyncio.to_thread(wait_until, lambda: table_stats(tables, "bronze", fresh_dataset).rows == 500, 60,
+                            "bronze")
     await wait_caught_up(settings, group, [raw], timeout_s=60)  # the commit follows the write
     done = await asyncio.to_thread(lab, "status", "--json", LAB_DATASETS=fresh_dataset)
     assert done.returncode == 0, done.stderr
     report = orjson.loads(done.stdout)
     assert report["topics"][raw] == 500
     assert report["consumer_groups"][group][raw] == {"lag": 0, "caught_up": True}
-    assert set(report["lake"]) == {table_path(layer, fresh_dataset) for layer in LAYERS}  # dq included
     bronze = report["lake"][table_path("bronze", fresh_dataset)]
-    assert bronze["rows"] == 500 and bronze["rows_exact"] and bronze["objects"] >= 1 and bronze["bytes"] > 0
-    assert report["lake"][table_path("silver", fresh_dataset)] == {"objects": 0, "bytes": 0, "rows": 0,
-                                                                       "rows_exact": True}
+    assert bronze["rows"] == 500 and bronze["files"] >= 1 and bronze["bytes"] > 0 and bronze["version"] >= 1
+    assert table_path("silver", fresh_dataset) not in report["lake"], "no silver table before a refiner ran"
     assert sink.terminate() == 0
 
 
-def _parquet(table: pa.Table) -> bytes:
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="none", row_group_size=500)
-    return buffer.getvalue()
+SCHEMA = pa.schema([("offset", pa.int64()), ("dt", pa.date32())])
 
 
-def test_table_stats_reads_only_the_footers(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Rows come from each object's tail: no object is read whole, and a footer larger than the
-    first tail read costs exactly one more read of the footer."""
+def _land(tables: Tables, path: str, offsets: range, partition_by: tuple[str, ...] = ("dt",)) -> None:
+    table = tables.ensure(path, SCHEMA, partition_by)
+    rows = pa.table({"offset": list(offsets), "dt": [date(2024, 1, 1 + o % 2) for o in offsets]}, schema=SCHEMA)
+    tables.append(table, rows, [Landed(f"test:{path}", offsets[-1])])
+
+
+async def test_tables_and_history_read_the_delta_log(settings: Settings) -> None:
+    """Every table of a dataset, gold's one per aggregate included, with its figures from the log;
+    its history names each commit's operation (appends, then the maintenance that compacted them)."""
     dataset = f"t{uuid.uuid4().hex[:10]}"
-    folder = table_path("bronze", dataset)
-    narrow = [pa.table({"id": pa.array(range(n)), "blob": pa.array([os.urandom(400) for _ in range(n)])})
-              for n in (1_000, 2_000, 3_000)]  # incompressible: each object is far bigger than its tail read
-    wide = pa.table({f"column_{i:04d}": pa.array([i] * 600) for i in range(1_500)})  # footer > one tail read
-    objects = {f"{folder}/dt=2024-01-0{i + 1}/hour=00/part.parquet": _parquet(t) for i, t in enumerate(narrow)}
-    objects[f"{folder}/dt=2024-01-09/hour=00/wide.parquet"] = _parquet(wide)
-    objects[f"{folder}/dt=2024-01-09/hour=00/notes.txt"] = b"not a Parquet object"
-    for key, data in objects.items():
-        lake.write_bytes(key, data)
-    footer_sizes = {lake.path(k): int.from_bytes(d[-8:-4], "little") + 8 for k, d in objects.items() if k.endswith(".parquet")}
-    assert footer_sizes[lake.path(f"{folder}/dt=2024-01-09/hour=00/wide.parquet")] > query.FOOTER_TAIL_BYTES
+    tables = Tables.from_settings(settings)
+    silver, gold = table_path("silver", dataset), table_path("gold", dataset, "totals_1h")
+    for start in range(0, 60, 20):
+        _land(tables, silver, range(start, start + 20))
+    _land(tables, gold, range(0, 5), partition_by=())
+    assert lake_tables(tables, [dataset]) == [silver, gold]
+    files_before = table_stats(tables, "silver", dataset).files
+    compacted = maintain(tables, silver, MaintenancePolicy(quiet_s=0, min_files=100, checkpoint_every=100,
+                                                           vacuum_retention_h=168, history_retention_h=168))
+    assert compacted is not None and (compacted.files_before, compacted.files_after) == (files_before, 2)
 
-    reads: list[tuple[str, Any, Any]] = []
-    original = lake.fs._cat_file
+    done = await asyncio.to_thread(lab, "tables", "--json", LAB_DATASETS=dataset)
+    assert done.returncode == 0, done.stderr
+    listed = {entry["path"]: entry for entry in orjson.loads(done.stdout)}
+    assert list(listed) == [silver, gold]
+    stats = tables.stats(silver)
+    assert stats is not None
+    assert listed[silver] | {"last_commit": None} == {"path": silver, "version": stats.version, "files": 2,
+                                                        "rows": 60, "bytes": stats.bytes, "last_commit": None}
+    assert listed[silver]["last_commit"] is not None and listed[gold]["rows"] == 5
+    shown = await asyncio.to_thread(lab, "tables", LAB_DATASETS=dataset)
+    assert shown.returncode == 0 and silver in shown.stdout, shown.stderr
 
-    async def recording_cat_file(path: str, *args: Any, start: Any = None, end: Any = None, **kwargs: Any) -> bytes:
-        reads.append((lake.fs._strip_protocol(path), start, end))
-        return await original(path, *args, start=start, end=end, **kwargs)
-
-    monkeypatch.setattr(lake.fs, "_cat_file", recording_cat_file)
-    stats = table_stats(lake, "bronze", dataset)
-
-    parquet = {k: d for k, d in objects.items() if k.endswith(".parquet")}
-    assert (stats.objects, stats.rows) == (4, 6_000 + 600)
-    assert stats.bytes == sum(len(d) for d in parquet.values())
-    sizes = {lake.path(k): len(d) for k, d in parquet.items()}
-    assert {path for path, _, _ in reads} == set(sizes), "every Parquet object, and nothing else, is read"
-    for path, start, end in reads:
-        assert end == sizes[path] and start > 0, f"{path} read from {start} to {end} of {sizes[path]} bytes"
-        assert end - start in (query.FOOTER_TAIL_BYTES, footer_sizes[path]), (path, start, end)
-    assert len(reads) == len(sizes) + 1, "one read per object, one more for the wide footer"
+    done = await asyncio.to_thread(lab, "history", silver, "--json")
+    assert done.returncode == 0, done.stderr
+    commits = orjson.loads(done.stdout)
+    operations = [commit["operation"] for commit in commits]
+    assert operations[-1] == "CREATE TABLE" and operations.count("WRITE") == 3 and "OPTIMIZE" in operations
+    assert [commit["version"] for commit in commits] == list(range(stats.version, -1, -1)), "newest first"
+    shown = await asyncio.to_thread(lab, "history", silver, "--limit", "2")
+    assert shown.returncode == 0 and "OPTIMIZE" in shown.stdout and "CREATE" not in shown.stdout, shown.stdout
 
 
-def test_table_stats_past_its_deadline_estimates_the_rest_from_bytes(
-    lake: Lake, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A lake of any size answers in bounded time: after the deadline no more footers are read, and
-    the unread objects' rows are estimated at the rows per byte of those read (flagged inexact)."""
-    dataset = f"t{uuid.uuid4().hex[:10]}"
-    data = _parquet(pa.table({"id": pa.array(range(700)), "blob": pa.array([b"x" * 50] * 700)}))
-    for hour in range(6):
-        lake.write_bytes(f"{table_path('silver', dataset)}/dt=2024-01-01/hour={hour:02d}/part.parquet", data)
-    monkeypatch.setattr(query, "CONCURRENT_READS", 2)
-    reads: list[str] = []
-    original = lake.fs._cat_file
-
-    async def recording_cat_file(path: str, *args: Any, **kwargs: Any) -> bytes:
-        reads.append(path)
-        return await original(path, *args, **kwargs)
-
-    monkeypatch.setattr(lake.fs, "_cat_file", recording_cat_file)
-    late = table_stats(lake, "silver", dataset, deadline=0.0)  # long past: one batch only
-    assert len(reads) == 2
-    assert late == query.TableStats(objects=6, bytes=6 * len(data), rows=6 * 700, rows_exact=False)
-    reads.clear()
-    assert table_stats(lake, "silver", dataset) == query.TableStats(6, 6 * len(data), 6 * 700, True)
-    assert len(reads) == 6
+async def test_history_of_a_missing_table_says_so(settings: Settings) -> None:
+    done = await asyncio.to_thread(lab, "history", table_path("silver", f"t{uuid.uuid4().hex[:10]}"))
+    assert done.returncode == 2 and "lab tables" in done.stderr

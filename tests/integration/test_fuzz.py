@@ -41,6 +41,7 @@ from archlab.core.settings import PROJECT_ROOT, Settings
 from archlab.kafka.clients import KeyedBatchSender, make_producer, partition_for
 from archlab.lake.query import connect, layer_glob
 from archlab.lake.store import Lake
+from archlab.lake.tables import Tables
 from archlab.pipeline.silver.checks import TRUNCATED_PAYLOAD_BYTES
 from tests.integration.conftest import ServiceProcess, assert_exactly_once, bronze_rows, read_all
 from tests.integration.test_silver import _env, copy_contract, lineage
@@ -468,7 +469,7 @@ async def test_fuzzed_raw_records_land_once_and_services_survive(
         return sum([len(await read_all(settings, names.topic(dataset, layer))) for layer in LAYERS]) >= len(raw)
 
     await _until(pipeline, bronze_landed, "bronze")
-    assert_exactly_once(await asyncio.to_thread(bronze_rows, lake, dataset), raw)
+    assert_exactly_once(await asyncio.to_thread(bronze_rows, Tables.from_settings(settings), dataset), raw)
     await _until(pipeline, refined, "silver + quarantine")
     silver, quarantine = [await read_all(settings, names.topic(dataset, layer)) for layer in LAYERS]
     landed = lineage(silver, quarantine)

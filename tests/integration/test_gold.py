@@ -1,5 +1,6 @@
-"""gold_aggregator against the real broker and MinIO: gold equals one DuckDB query over silver,
-live, across kill -9 and a rebalance, and for a past year's file replayed at full speed."""
+"""gold_aggregator against the real broker and MinIO: each gold table holds one current row per window
+and group, equal to one DuckDB query over silver, live, across kill -9 and a rebalance, and for a past
+year's file replayed at full speed (then compacted by the tables' maintenance)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+import pyarrow as pa
 import pytest
 
 from archlab.contract import load_contract
@@ -19,7 +21,7 @@ from archlab.core import names
 from archlab.core.settings import Settings
 from archlab.ingest.generators import DirtyRates, make_generator
 from archlab.ingest.produce import produce_synthetic
-from archlab.lake.store import Lake
+from archlab.lake.tables import Tables
 from archlab.testing.verify import gold_topic_differences, wait_gold_equals_truth
 from tests.integration.conftest import ServiceProcess, kill9_repeatedly, read_all, wait_until
 from tests.integration.test_silver import copy_contract
@@ -46,12 +48,12 @@ async def gold_dataset(settings: Settings, tmp_path: Path) -> tuple[str, Path]:
 def _env(dataset: str, contracts: Path, instance: str = "test") -> dict[str, str]:
     return {"LAB_DATASETS": dataset, "LAB_CONTRACTS_DIR": str(contracts), "LAB_SILVER_GROUP": f"silver-{dataset}",
             "LAB_GOLD_GROUP": f"gold-{dataset}", "LAB_INSTANCE_ID": instance, "LAB_FLUSH_INTERVAL_S": "0.5",
-            "LAB_COMPACTION_INTERVAL_S": "2"}
+            "LAB_MAINTENANCE_INTERVAL_S": "1", "LAB_COMPACT_QUIET_S": "2"}
 
 
-async def settle(lake: Lake, dataset: str, contracts: Path, timeout: float) -> list[str]:
+async def settle(tables: Tables, dataset: str, contracts: Path, timeout: float) -> list[str]:
     """Poll until gold on the lake equals the truth over silver (or time out); the last differences."""
-    return await wait_gold_equals_truth(lake, load_contract(contracts / f"{dataset}.yaml"), timeout)
+    return await wait_gold_equals_truth(tables, load_contract(contracts / f"{dataset}.yaml"), timeout)
 
 
 @dataclass(frozen=True)
@@ -67,27 +69,27 @@ class Restored:
                    instance.metric("lab_gold_restores_total", dataset=dataset, source="checkpoint"))
 
 
-async def topic_differences(settings: Settings, lake: Lake, dataset: str, contracts: Path) -> list[str]:
+async def topic_differences(settings: Settings, tables: Tables, dataset: str, contracts: Path) -> list[str]:
     """The compacted gold topic (latest record per key) against the truth over silver."""
-    return await gold_topic_differences(settings, lake, load_contract(contracts / f"{dataset}.yaml"))
+    return await gold_topic_differences(settings, tables, load_contract(contracts / f"{dataset}.yaml"))
 
 
 async def test_gold_equals_a_batch_recomputation_over_silver(
-    settings: Settings, lake: Lake, gold_dataset: tuple[str, Path], start_service
+    settings: Settings, tables: Tables, gold_dataset: tuple[str, Path], start_service
 ) -> None:
     dataset, contracts = gold_dataset
     summary = await produce_synthetic(settings, "orders", count=20_000, rate=0, seed=31, topic=names.raw_topic(dataset))
     assert summary.sent == 20_000
     refiner = start_service("silver_refiner", **_env(dataset, contracts))
     gold = start_service("gold_aggregator", **_env(dataset, contracts))
-    problems = await settle(lake, dataset, contracts, 180)
+    problems = await settle(tables, dataset, contracts, 180)
     assert problems == [], "\n".join(problems[:20]) + "\n" + gold.log_tail()
-    assert await topic_differences(settings, lake, dataset, contracts) == []
+    assert await topic_differences(settings, tables, dataset, contracts) == []
     assert gold.terminate() == 0 and refiner.terminate() == 0, gold.log_tail()
 
 
 async def test_gold_stays_exact_through_kill9_and_a_rebalance(
-    settings: Settings, lake: Lake, gold_dataset: tuple[str, Path], start_service
+    settings: Settings, tables: Tables, gold_dataset: tuple[str, Path], start_service
 ) -> None:
     dataset, contracts = gold_dataset
     producing = asyncio.create_task(
@@ -106,9 +108,9 @@ async def test_gold_stays_exact_through_kill9_and_a_rebalance(
     await asyncio.sleep(2)
     assert second.terminate() == 0, second.log_tail()
     assert (await producing).sent == 60_000
-    problems = await settle(lake, dataset, contracts, 240)
+    problems = await settle(tables, dataset, contracts, 240)
     assert problems == [], "\n".join(problems[:20]) + "\n" + gold.log_tail()
-    assert await topic_differences(settings, lake, dataset, contracts) == []
+    assert await topic_differences(settings, tables, dataset, contracts) == []
     await gold.working(topic_pattern=r"\.gold-shuffle")
     restored.append(Restored.read(gold, dataset))
     assert sum(instance.windows > 0 for instance in restored) >= 3, f"kills did not hit work: {restored}"
@@ -117,7 +119,7 @@ async def test_gold_stays_exact_through_kill9_and_a_rebalance(
 
 
 async def test_a_past_year_replayed_at_full_speed_closes_its_windows_and_compacts(
-    settings: Settings, lake: Lake, tmp_path: Path, start_service
+    settings: Settings, tables: Tables, tmp_path: Path, start_service
 ) -> None:
     folder = tmp_path / "contracts"
     folder.mkdir()
@@ -125,7 +127,7 @@ async def test_a_past_year_replayed_at_full_speed_closes_its_windows_and_compact
     generator = make_generator("orders", seed=51, start=datetime(2024, 2, 28, 21, 0, tzinfo=UTC),
                                events_per_second=2.0, dirty=KEEPS_JSON_LINES)
     history = tmp_path / "orders-2024.jsonl"
-    history.write_bytes(b"\n".join(r.value for r in generator.batch(20_000)))  # 21:00 to 23:47
+    history.write_bytes(b"\n".join(r.value for r in generator.batch(20_000)))  # 21:00 to about 22:52
     replay = await asyncio.to_thread(
         subprocess.run, [sys.executable, "-m", "archlab.cli.main", "replay", str(history), "--dataset", dataset],
         capture_output=True, text=True, env={**os.environ, "LAB_CONTRACTS_DIR": str(folder)},
@@ -133,23 +135,35 @@ async def test_a_past_year_replayed_at_full_speed_closes_its_windows_and_compact
     assert replay.returncode == 0, replay.stderr
     refiner = start_service("silver_refiner", **_env(dataset, folder))
     gold = start_service("gold_aggregator", **_env(dataset, folder))
-    problems = await settle(lake, dataset, folder, 240)
-    late = [orjson.loads(r.value) for r in await read_all(settings, names.dq_topic(dataset))]
-    late = [(r["rule"], r["failed"]) for r in late if r["rule"].startswith("late") and r["failed"]]
+    problems = await settle(tables, dataset, folder, 240)
     if problems:
-        topic = await topic_differences(settings, lake, dataset, folder)
-        shuffled = [r for r in await read_all(settings, names.gold_shuffle_topic(dataset)) if not r.key.startswith(b"~")]
-        silver = await read_all(settings, names.silver_topic(dataset))
-        print("DEBUG topic diffs", len(topic), topic[:5], "shuffled", len(shuffled), "silver", len(silver),
-              "lake keys", lake.list(names.table_path("gold", dataset))[:40])
-    assert problems == [], f"{len(problems)} differences, late counts {late}\n" + "\n".join(problems[:20])
+        late = [orjson.loads(r.value) for r in await read_all(settings, names.dq_topic(dataset))]
+        late = [(r["rule"], r["failed"]) for r in late if r["rule"].startswith("late") and r["failed"]]
+        topic = await topic_differences(settings, tables, dataset, folder)
+        raise AssertionError(f"{len(problems)} differences (the topic has {len(topic)}), late counts {late}\n"
+                             + "\n".join(problems[:20]))
 
-    closed_hour = datetime(2024, 2, 28, 21, tzinfo=UTC)  # the watermark (about 23:37) closed hours 21 and 22
+    closed_before = datetime(2024, 2, 28, 22, 40, tzinfo=UTC)  # the watermark (about 22:51) less the grace
     for aggregate in ("by_category_1m", "by_country_1m", "totals_1h"):
-        folder = names.partition_folder("gold", dataset, closed_hour, aggregate)
-        wait_until(lambda: lake.list(folder) == [f"{folder}/compacted.parquet"], 60, f"{folder} compacted")
-        rows = lake.read_parquet(f"{folder}/compacted.parquet")
-        assert all(rows["final"].to_pylist()) and rows.num_rows > 0
-    open_hour = names.partition_folder("gold", dataset, datetime(2024, 2, 28, 23, tzinfo=UTC), "totals_1h")
-    assert not any(k.endswith("compacted.parquet") for k in lake.list(open_hour))
+        path = names.table_path("gold", dataset, aggregate)
+
+        def closed_and_compacted(path: str = path) -> bool:
+            """The windows the watermark closed read final (the table has one row per key: no revision
+            logic), and maintenance compacted the quiet partition (dt=2024-02-28) into few files."""
+            rows = tables.read(path).to_pylist()
+            return (bool(rows) and all(row["final"] for row in rows if row["window_end"] <= closed_before)
+                    and max(files_per_partition(tables, path).values()) <= 2)
+
+        wait_until(closed_and_compacted, 90, f"{path}: closed windows final, partition compacted")
+    open_hour = [row for row in tables.read(names.table_path("gold", dataset, "totals_1h")).to_pylist()
+                 if row["window_start"] == datetime(2024, 2, 28, 22, tzinfo=UTC)]
+    assert [row["final"] for row in open_hour] == [False]
     assert gold.terminate() == 0 and refiner.terminate() == 0, gold.log_tail()
+
+
+def files_per_partition(tables: Tables, path: str) -> dict[str, int]:
+    """Data files of each date partition of a table's latest version, from its log."""
+    table = tables.open(path)
+    assert table is not None, f"no table {path}"
+    days = pa.table(table.get_add_actions(flatten=True)).column(f"partition.{names.DATE_PARTITION}").to_pylist()
+    return {str(day): days.count(day) for day in set(days)}

@@ -21,8 +21,8 @@ from archlab.ingest.produce import produce_synthetic
 from archlab.kafka.clients import KeyedBatchSender, make_producer
 from archlab.kafka.lag import wait_caught_up
 from archlab.kafka.topics import ensure_topics
-from archlab.lake.query import connect, layer_glob
-from archlab.lake.store import Lake
+from archlab.lake.tables import Tables
+from archlab.testing.verify import lake_lineage, table_rows
 from tests.integration.conftest import kill9_repeatedly, read_all, wait_until
 
 pytestmark = pytest.mark.integration
@@ -85,7 +85,7 @@ async def _settled(settings: Settings, dataset: str, expected: int, timeout: flo
 
 
 async def test_dirty_kinds_quarantined_with_reasons_and_valid_rows_typed(
-    settings: Settings, lake: Lake, orders_like: tuple[str, Path], start_service
+    settings: Settings, tables: Tables, orders_like: tuple[str, Path], start_service
 ) -> None:
     dataset, contracts = orders_like
     dirty = DirtyRates(**{kind: 0.02 for kind in DIRTY_KINDS} | {"oversized": 0.001})
@@ -128,19 +128,13 @@ async def test_dirty_kinds_quarantined_with_reasons_and_valid_rows_typed(
         checked += 1
     assert checked > 5_000 * 0.7
 
-    def lake_has_all() -> bool:
-        silver_rows = connect(lake).execute("SELECT count(*) FROM read_parquet(?)", [layer_glob(lake, "silver", dataset)])
-        quarantine_rows = connect(lake).execute("SELECT count(*) FROM read_parquet(?)",
-                                                [layer_glob(lake, "quarantine", dataset)])
-        return silver_rows.fetchone()[0] == len(silver) and quarantine_rows.fetchone()[0] == len(quarantine)
-
-    await asyncio.to_thread(wait_until, lake_has_all, 60, "silver and quarantine on the lake")
+    await asyncio.to_thread(wait_until, lambda: len(lake_lineage(tables, dataset)) >= len(landed), 60,
+                            "silver and quarantine on the lake")
+    assert sorted(lake_lineage(tables, dataset)) == sorted(landed), "the lake's tables differ from the topics"
 
     def dq_counts_duplicates() -> bool:
-        found = connect(lake).execute(
-            "SELECT sum(failed) FROM read_parquet(?) WHERE rule = 'duplicates'", [layer_glob(lake, "dq", dataset)]
-        ).fetchone()
-        return found is not None and found[0] == len(duplicates)
+        found = table_rows(tables, "dq", dataset, "sum(failed) FILTER (WHERE rule = 'duplicates')")
+        return bool(found) and found[0][0] == len(duplicates)
 
     await asyncio.to_thread(wait_until, dq_counts_duplicates, 60, "the dq table to count every duplicate")
     assert refiner.terminate() == 0, refiner.log_tail()
@@ -207,7 +201,7 @@ async def test_duplicate_arriving_after_a_restart_is_dropped(
 
 
 async def test_kill9_of_silver_refiner_five_times_keeps_exactly_once(
-    settings: Settings, orders_like: tuple[str, Path], start_service
+    settings: Settings, tables: Tables, orders_like: tuple[str, Path], start_service
 ) -> None:
     dataset, contracts = orders_like
     env = _env(dataset, contracts)
@@ -219,11 +213,14 @@ async def test_kill9_of_silver_refiner_five_times_keeps_exactly_once(
     raw = await read_all(settings, names.raw_topic(dataset))
     duplicates = {(r.partition, r.offset) for r in raw if dict(r.headers).get(INJECTED_HEADER) == b"duplicate"}
     silver, quarantine = await _settled(settings, dataset, len(raw) - len(duplicates), 180)
+    landed = lineage(silver, quarantine)
+    await asyncio.to_thread(wait_until, lambda: len(lake_lineage(tables, dataset)) >= len(landed), 90,
+                            "silver and quarantine on the lake")
     await refiner.working()  # the last restart came up (and so can stop gracefully)
     assert refiner.terminate() == 0, refiner.log_tail()
-    landed = lineage(silver, quarantine)
     assert len(landed) == len(set(landed)), f"{len(landed) - len(set(landed))} records came out twice"
     assert set(landed) == {(r.partition, r.offset) for r in raw} - duplicates
+    assert sorted(lake_lineage(tables, dataset)) == sorted(landed), "the lake's tables differ from the topics"
 
 
 def test_broken_contract_is_refused_at_start_naming_file_rule_and_problem(tmp_path: Path, start_service) -> None:

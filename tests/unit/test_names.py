@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import re
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -79,15 +78,7 @@ def test_lake_paths() -> None:
     assert names.table_path("gold", "orders", "totals_1h") == "gold/orders/totals_1h"
     with pytest.raises(ValueError):
         names.table_path("platinum", "orders")
-    moment = datetime(2024, 2, 8, 7, 59, tzinfo=UTC)
-    assert names.partition_folder("silver", "orders", moment) == "silver/orders/dt=2024-02-08/hour=07"
-    assert names.partition_folder("gold", "orders", moment, "by_country_1m") == (
-        "gold/orders/by_country_1m/dt=2024-02-08/hour=07"
-    )
-    assert names.partition_folder("bronze", "orders", datetime(1, 1, 1, tzinfo=UTC)) == (
-        "bronze/orders/dt=0001-01-01/hour=00"  # four-digit years at the calendar's edge
-    )
-    assert names.landing_intent_path("bronze_sink", "orders.raw", 7) == "_landing/bronze_sink/orders.raw/007.json"
+    assert names.app_id("bronze_sink", "orders.raw", 7) == "bronze_sink:orders.raw:7"
 
 
 # --------------------------------------------------------------------------------------- enforcement
@@ -103,8 +94,8 @@ FORBIDDEN = {
     "topic suffix": re.compile(rf"\.(?:{KINDS})(?![\w.-])"),
     # the internal topics' kinds, wherever they appear in a literal
     "internal topic kind": re.compile(r"(?<![\w-])(?:silver-dedup|gold-shuffle|gold-state)(?![\w-])|-dedup\b"),
-    # ``f"gold/{d}"``, ``"bronze/orders"``, ``f"_landing/{group}"``: a lake folder at the start of a path
-    "lake prefix": re.compile(rf"""(?:^"|/)(?:{"|".join(LAYERS)}|_landing)/"""),
+    # ``f"gold/{d}"``, ``"bronze/orders"``: a lake folder at the start of a path
+    "lake prefix": re.compile(rf"""(?:^"|/)(?:{"|".join(LAYERS)})/"""),
     # ``f"{layer}/{dataset}"``, ``f"{d}.{layer}"``: a lake path or a topic joined from a layer or kind variable
     "name from a layer": re.compile(r"\{\w*layer\}/|\}\.\{\w*(?:layer|kind|suffix)\}"),
     # ``f"{group}-silver-lake"``: a consumer group assembled by hand (names.group)
@@ -201,7 +192,7 @@ def test_only_the_naming_module_spells_topic_and_lake_names() -> None:
 @pytest.mark.parametrize("literal", [
     'f"{dataset}.raw"', '"orders.silver"', "f'{d}.quarantine'", 'f"{name}.gold"', 'f"{x}.dq"',
     'f"{d}.silver-dedup"', '"gold-shuffle"', 'f"{d}.gold-state"', 'f"bronze/{d}"', 'f"gold/{d}/{a}"',
-    '"silver/orders"', 'f"_landing/{group}/{topic}"', 'f"{root}/dq/{d}"', 'f"{layer}/{dataset}"',
+    '"silver/orders"', 'f"{root}/dq/{d}"', 'f"{layer}/{dataset}"',
     'f"{d}.{layer}"', 'f"{group}-silver-lake"', '"silver_refiner-dq-lake"', 'f"{settings.gold_group}-shuffle"',
     'tp.topic.removesuffix(".gold-shuffle")', 'topic.rsplit(".", 1)[0]', 'tp.topic.startswith(f"{dataset}.")',
     'row["topic"].partition(".")',

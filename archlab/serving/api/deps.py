@@ -16,9 +16,9 @@ from fastapi.exceptions import RequestValidationError
 from archlab.contract import Aggregate
 from archlab.serving.api.queries import TimeRange
 from archlab.serving.api.serving import Serving
-from archlab.serving.api.store import GoldView
+from archlab.serving.api.store import BadAsOf, GoldView, parse_as_of
 
-RESERVED_PARAMS = frozenset({"from", "to", "limit", "cursor"})
+RESERVED_PARAMS = frozenset({"from", "to", "limit", "cursor", "as_of"})
 """Query parameters of the aggregates endpoints that are not dimension filters."""
 
 
@@ -102,3 +102,20 @@ async def get_filters(request: Request, aggregate: AggregateDep) -> dict[str, st
 FiltersDep = Annotated[dict[str, str], Depends(get_filters)]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Windows per page")]
 Cursor = Annotated[str | None, Query(max_length=2000, description="next_cursor of the previous page")]
+
+
+async def get_as_of(
+    as_of: Annotated[str | None, Query(max_length=64, description=(
+        "Read the gold table as it was: a table version (0, 1, …) or an ISO-8601 timestamp (UTC if no offset; "
+        "the newest version committed by then). Without it: the current values, the gold topic's newest "
+        "updates included"))] = None,
+) -> int | datetime | None:
+    if as_of is None:
+        return None
+    try:
+        return parse_as_of(as_of)
+    except BadAsOf as exc:
+        raise invalid("query", "as_of", str(exc), as_of) from None
+
+
+AsOf = Annotated[int | datetime | None, Depends(get_as_of)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 Value = int | float | str | bool | None
 
@@ -60,6 +60,8 @@ class Windows(BaseModel):
     aggregate: str
     dimensions: list[str]
     measures: list[str]
+    as_of_version: int | None = Field(description="The gold table version read when as_of was given; null for the "
+                                                  "current values")
     items: list[Window]
     next_cursor: str | None
 
@@ -142,13 +144,17 @@ class TopicRate(BaseModel):
     events_per_s: float | None
 
 
-class LakeLayer(BaseModel):
+class LakeTable(BaseModel):
+    """One Delta table, from its log: null version and commit before its first commit."""
+
     dataset: str
     layer: str
-    objects: int
-    last_object: str | None
-    last_modified: str | None
-    bytes: int | None
+    table: str
+    version: int | None
+    last_commit: str | None
+    files: int
+    rows: int
+    bytes: int
 
 
 class Pipeline(BaseModel):
@@ -156,7 +162,7 @@ class Pipeline(BaseModel):
     health: str
     services: list[ServiceHealth]
     topics: list[TopicRate]
-    lake: list[LakeLayer]
+    lake: list[LakeTable]
 
 
 class Health(BaseModel):

@@ -2,8 +2,8 @@
 
 Every ``LAB_API_PIPELINE_POLL_S`` the monitor asks the broker for each consumer group that has
 committed offsets on a dataset topic (lag = end offset - committed offset, events/s = how fast
-the committed offsets moved since the previous sample), for each topic's end offsets, and lists
-each lake layer for its newest object.
+the committed offsets moved since the previous sample), for each topic's end offsets, and reads
+each lake table's version, last commit and size from its Delta log.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from typing import Any
 import structlog
 from aiokafka import TopicPartition
 
+from archlab.contract import Contract
 from archlab.core import names
 from archlab.core.names import TopicKind
 from archlab.kafka.lag import LagProbe, caught_up, lag_of
-from archlab.lake.store import Lake
+from archlab.lake.tables import Tables, TableStats
 from archlab.serving.api.settings import ApiSettings
 
 log = structlog.get_logger("api.pipeline")
@@ -59,11 +60,16 @@ class _Previous:
 
 
 class PipelineMonitor:
-    """Samples consumer groups, topics and lake layers; ``latest`` is the newest report."""
+    """Samples consumer groups, topics and lake tables; ``latest`` is the newest report."""
 
-    def __init__(self, settings: ApiSettings, lake: Lake) -> None:
+    def __init__(self, settings: ApiSettings, tables: Tables, contracts: dict[str, Contract]) -> None:
         self._settings = settings
-        self._lake = lake
+        self._tables = tables
+        self._table_paths = [
+            (dataset, layer, path) for dataset, contract in contracts.items() for layer in names.LAYERS
+            for path in ([names.table_path(layer, dataset, a.name) for a in contract.aggregates] if layer == "gold"
+                         else [names.table_path(layer, dataset)])
+        ]
         self._prefixes = settings.api_service_groups
         self._topics = {names.topic(d, kind) for d in settings.datasets for kind in MONITORED_KINDS}
         self._previous: _Previous | None = None
@@ -116,7 +122,7 @@ class PipelineMonitor:
             topic_rows.append({"topic": topic, "dataset": dataset, "layer": kind.value,
                                "end_offset": ends[topic], "events_per_s": rate})
         self._previous = _Previous(now, committed_now, ends)
-        lake = await asyncio.to_thread(self._lake_objects)
+        lake = await asyncio.to_thread(self._lake_tables)
         service_rows = [{"service": name, "health": _worst(g["health"] for g in rows), "groups": rows}
                         for name, rows in sorted(services.items())]
         return {
@@ -136,25 +142,16 @@ class PipelineMonitor:
                 found[group] = mine
         return found
 
-    def _lake_objects(self) -> list[dict[str, Any]]:
-        """Per dataset and layer: how many objects, and the newest one (key, size, time)."""
+    def _lake_tables(self) -> list[dict[str, Any]]:
+        """Per table of every dataset (gold: one per aggregate): version, last commit and size, from its log."""
         rows = []
-        for dataset in self._settings.datasets:
-            for layer in names.LAYERS:
-                try:
-                    found = self._lake.fs.find(self._lake.path(names.table_path(layer, dataset)), detail=True)
-                except FileNotFoundError:
-                    found = {}
-                objects = {p: i for p, i in found.items() if p.endswith(".parquet")}
-                row: dict[str, Any] = {"dataset": dataset, "layer": layer, "objects": len(objects),
-                                       "last_object": None, "last_modified": None, "bytes": None}
-                if objects:
-                    path, info = max(objects.items(), key=lambda item: item[1]["LastModified"])
-                    modified: datetime = info["LastModified"]
-                    row.update(last_object=path.removeprefix(self._lake.root + "/"), bytes=int(info["size"]),
-                               last_modified=modified.astimezone(UTC).isoformat(timespec="milliseconds")
-                               .replace("+00:00", "Z"))
-                rows.append(row)
+        for dataset, layer, path in self._table_paths:
+            stats = self._tables.stats(path) or TableStats(path, -1, 0, 0, 0, None)
+            rows.append({"dataset": dataset, "layer": layer, "table": path,
+                         "version": stats.version if stats.version >= 0 else None,
+                         "last_commit": None if stats.last_commit is None else
+                         stats.last_commit.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                         "files": stats.files, "rows": stats.rows, "bytes": stats.bytes})
         return rows
 
 

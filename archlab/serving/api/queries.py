@@ -10,11 +10,11 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+import pyarrow as pa
 
 from archlab.contract import Aggregate, Contract, Measure, quote
-from archlab.core import names
-from archlab.lake.query import connect, layer_glob
-from archlab.lake.store import Lake
+from archlab.core import names, sql
+from archlab.lake.tables import Tables
 from archlab.serving.api.store import KEY_COLUMN, SQL, GoldView, iso, json_value
 
 ADDITIVE = ("count", "sum", "count_if")
@@ -49,13 +49,14 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def windows(
-    view: GoldView, aggregate: Aggregate, period: TimeRange, filters: dict[str, str], limit: int, cursor: str | None
+    dataset: str, aggregate: Aggregate, table: pa.Table | None, period: TimeRange, filters: dict[str, str], limit: int,
+    cursor: str | None, as_of_version: int | None = None,
 ) -> dict[str, Any]:
-    """A page of windows (latest value per key), ordered by window start then dimension values."""
-    table = view.snapshot.table(aggregate.name)
-    result: dict[str, Any] = {"dataset": view.contract.dataset, "aggregate": aggregate.name,
-                              "dimensions": list(aggregate.group_by),
-                              "measures": [m.name for m in aggregate.measures], "items": [], "next_cursor": None}
+    """A page of windows of ``table`` (a snapshot's, or an ``as_of`` version's: one row per key), ordered
+    by window start then dimension values."""
+    result: dict[str, Any] = {"dataset": dataset, "aggregate": aggregate.name, "dimensions": list(aggregate.group_by),
+                              "measures": [m.name for m in aggregate.measures], "as_of_version": as_of_version,
+                              "items": [], "next_cursor": None}
     if table is None or table.num_rows == 0:
         return result
     where, params = _range_filter("window_start", period)
@@ -72,9 +73,9 @@ def windows(
               *(json_value(c, schema.field(c).type) for c in [*aggregate.group_by, *measures]),
               "events", "late_events", "final", "revision", iso("watermark"),
               "epoch_ms(window_start)", KEY_COLUMN]
-    sql = (f"SELECT {', '.join(select)} FROM snap {_where(where)} "
-           f"ORDER BY window_start, {KEY_COLUMN} LIMIT ?")
-    rows = SQL.query(sql, [*params, limit + 1], snap=table)
+    page = (f"SELECT {', '.join(select)} FROM snap {_where(where)} "
+            f"ORDER BY window_start, {KEY_COLUMN} LIMIT ?")
+    rows = SQL.query(page, [*params, limit + 1], snap=table)
     dims, n_dims = aggregate.group_by, len(aggregate.group_by)
     items = []
     for row in rows[:limit]:
@@ -185,23 +186,17 @@ def _jsonable(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- quality
-def _has_objects(lake: Lake, layer: str, dataset: str) -> bool:
-    return any(key.endswith(".parquet") for key in lake.list(names.table_path(layer, dataset)))
-
-
-def quality(lake: Lake, dataset: str, period: TimeRange, top: int = 10) -> dict[str, Any]:
+def quality(tables: Tables, dataset: str, period: TimeRange, top: int = 10) -> dict[str, Any]:
     """Pass, fail and warn rates per rule (dq table, by arrival minute) and the most frequent
-    quarantine reasons (by arrival time), over ``period``."""
+    quarantine reasons (by arrival time), over ``period``; each table read at its latest version."""
     result: dict[str, Any] = {"dataset": dataset, "records": 0, "quarantined": 0, "quarantine_rate": None,
                               "rules": [], "top_reasons": []}
-    con = connect(lake)
-    con.execute("SET TimeZone = 'UTC'")
-    if _has_objects(lake, "dq", dataset):
+    con = sql.connect(threads=None)
+    if tables.register(con, "dq", names.table_path("dq", dataset)):
         where, params = _range_filter("minute", period)
         rows = con.execute(
-            f"SELECT rule, sum(passed), sum(failed), sum(warned), sum(records) "
-            f"FROM read_parquet(?, hive_partitioning=false) {_where(where)} GROUP BY rule ORDER BY rule",
-            [layer_glob(lake, "dq", dataset), *params],
+            f"SELECT rule, sum(passed), sum(failed), sum(warned), sum(records) FROM dq {_where(where)} "
+            f"GROUP BY rule ORDER BY rule", params,
         ).fetchall()
         for rule, passed, failed, warned, records in rows:
             checked = passed + failed + warned
@@ -212,18 +207,15 @@ def quality(lake: Lake, dataset: str, period: TimeRange, top: int = 10) -> dict[
             })
             if rule == "duplicates":  # a row per refined batch: its records are every raw record once
                 result["records"] = int(records)
-    if _has_objects(lake, "quarantine", dataset):
+    if tables.register(con, "quarantine", names.table_path("quarantine", dataset)):
         where, params = _range_filter("kafka_timestamp", period)
-        glob = layer_glob(lake, "quarantine", dataset)
-        quarantined = con.execute(
-            f"SELECT count(*) FROM read_parquet(?, hive_partitioning=false) {_where(where)}", [glob, *params]
-        ).fetchone()
+        quarantined = con.execute(f"SELECT count(*) FROM quarantine {_where(where)}", params).fetchone()
         result["quarantined"] = int(quarantined[0]) if quarantined else 0
         reasons = con.execute(
             f"SELECT reason.check, reason.field, count(*) AS n FROM ("
-            f"SELECT unnest(reasons) AS reason FROM read_parquet(?, hive_partitioning=false) {_where(where)}) "
+            f"SELECT unnest(reasons) AS reason FROM quarantine {_where(where)}) "
             f"GROUP BY ALL ORDER BY n DESC, reason.check, reason.field NULLS FIRST LIMIT ?",
-            [glob, *params, top],
+            [*params, top],
         ).fetchall()
         result["top_reasons"] = [{"check": check, "field": field, "records": int(n)} for check, field, n in reasons]
     con.close()

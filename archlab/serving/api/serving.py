@@ -13,7 +13,7 @@ import structlog
 
 from archlab.contract import Contract, load_contracts
 from archlab.core.retry import backoff
-from archlab.lake.store import Lake
+from archlab.lake.tables import Tables
 from archlab.serving.api.live import GoldFollower, Hub
 from archlab.serving.api.pipeline import PipelineMonitor
 from archlab.serving.api.settings import ApiSettings
@@ -31,7 +31,7 @@ class Serving:
 
     settings: ApiSettings
     contracts: dict[str, Contract]
-    lake: Lake
+    tables: Tables
     views: dict[str, GoldView]
     hub: Hub = field(default_factory=Hub)
     pages: OrderedDict[tuple[Any, ...], bytes] = field(default_factory=OrderedDict)
@@ -43,15 +43,15 @@ class Serving:
     def from_settings(cls, settings: ApiSettings) -> Serving:
         """The contracts of ``settings.datasets`` and a gold view of each (nothing read yet)."""
         contracts = load_contracts(settings.contracts_dir, settings.datasets)
-        lake = Lake.from_settings(settings)
-        return cls(settings, contracts, lake, {name: GoldView(c, lake) for name, c in contracts.items()})
+        tables = Tables.from_settings(settings)
+        return cls(settings, contracts, tables, {name: GoldView(c, tables) for name, c in contracts.items()})
 
 
 def start_background(serving: Serving) -> list[asyncio.Task[None]]:
     """Start the jobs that fill and refresh ``serving``; cancel the returned tasks to stop them."""
     settings = serving.settings
     serving.follower = GoldFollower(settings, serving.views, serving.hub)
-    serving.monitor = PipelineMonitor(settings, serving.lake)
+    serving.monitor = PipelineMonitor(settings, serving.tables, serving.contracts)
 
     async def refresh_lake() -> None:
         while True:

@@ -1,41 +1,46 @@
-"""The latest value of every gold window key of a dataset: the gold lake, overlaid by the gold topic.
+"""The current value of every gold window key of a dataset: its gold tables, overlaid by the gold topic.
 
-The lake is read with DuckDB (s3fs registered, nothing downloaded) whenever its listing changes;
-the topic follower (:mod:`archlab.serving.api.live`) adds each update as it arrives, because the lake lags
-the topic by up to ``LAB_FLUSH_INTERVAL_S``. Both are merged by taking, per key (aggregate,
-window_start, the aggregate's dimensions), the row with the highest ``revision``; a row that
-appears twice (a compaction in progress) is the same row, so the merge removes it too.
+Each aggregate's gold table (``gold/<dataset>/<aggregate>``, a Delta table) holds one current row per
+window and group, so its rows are served as they are. A table is re-read whenever its version
+changes, and then only the data files not held yet: a merge rewrites a few files, the others stay,
+and a file of a committed version never changes or disappears under a reader (maintenance removes it
+logically, and vacuums it only after the retention). The topic follower (:mod:`archlab.serving.api.live`)
+adds each update as it arrives, because the table lags the topic by up to ``LAB_FLUSH_INTERVAL_S``; a
+topic row replaces the table's row of its key only when its ``revision`` is higher.
 
 Queries read an immutable snapshot (one Arrow table per aggregate, sorted by window and key), so
-request threads never wait for a refresh and a page is always consistent.
+request threads never wait for a refresh and a page is always consistent. :meth:`GoldView.as_of`
+reads an older version of one table instead (time travel), without the topic.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 import structlog
+from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
 from prometheus_client import Counter, Gauge
 
 from archlab.contract import Aggregate, Contract, quote
 from archlab.core import names
 from archlab.core.sql import connect as duckdb_connection
-from archlab.lake.latest import latest_gold
-from archlab.lake.query import connect
-from archlab.lake.store import Lake
+from archlab.lake.latest import latest_rows
+from archlab.lake.tables import Tables
 
 log = structlog.get_logger("api.store")
 
-LAKE_LOADS = Counter("lab_api_lake_objects_read_total", "Gold lake objects read", ["dataset"])
+FILES_READ = Counter("lab_api_gold_files_read_total", "Data files of gold tables read", ["dataset"])
 LIVE_UPDATES = Counter("lab_api_live_updates_total", "Gold updates read from the gold topic", ["dataset"])
 SNAPSHOT_ROWS = Gauge("lab_api_snapshot_rows", "Window keys served (lake and topic merged)", ["dataset"])
 
@@ -43,6 +48,9 @@ TIMESTAMP_SQL = "strftime({}, '%Y-%m-%dT%H:%M:%S.%gZ')"
 """ISO-8601 in UTC with milliseconds and ``Z``, as the gold topic writes timestamps."""
 KEY_COLUMN = "_key"
 """A sortable, null-safe text of a row's dimension values (a JSON array), for ordering and cursors."""
+AS_OF_TABLES = 16
+"""Old table versions kept prepared for ``as_of`` requests (a version never changes, so they stay right)."""
+VERSION = re.compile(r"[0-9]{1,18}")
 
 
 def iso(column: str) -> str:
@@ -94,6 +102,21 @@ class Sql:
 SQL = Sql()
 
 
+class BadAsOf(ValueError):
+    """An ``as_of`` that is no table version or moment, or names none of the table's versions."""
+
+
+def parse_as_of(text: str) -> int | datetime:
+    """A table version (a whole number) or an ISO-8601 moment (UTC when it has no offset)."""
+    if VERSION.fullmatch(text):
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadAsOf(f"as_of {text!r} is neither a table version (0, 1, …) nor an ISO-8601 timestamp") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """One consistent state of a dataset's gold rows; ``version`` changes whenever they do."""
@@ -105,58 +128,105 @@ class Snapshot:
         return self.tables.get(aggregate)
 
 
+class GoldTable:
+    """One aggregate's gold table as the API holds it: the rows of the latest version it read, by data file."""
+
+    def __init__(self, tables: Tables, contract: Contract, aggregate: Aggregate) -> None:
+        self.path = names.table_path("gold", contract.dataset, aggregate.name)
+        self.schema = contract.aggregate_schema(aggregate.name)
+        self.keys = ["window_start", *aggregate.group_by]
+        self._tables = tables
+        self._dataset = contract.dataset
+        self._table: DeltaTable | None = None
+        self._files: dict[str, pa.Table] = {}
+        self.version: int | None = None
+        self.rows = self.schema.empty_table()
+
+    def refresh(self) -> bool:
+        """Read the table's latest version if it changed (only its new files); True when it did."""
+        if self._table is None:
+            self._table = self._tables.open(self.path)
+            if self._table is None:
+                return False
+        else:
+            self._table.update_incremental()
+        version = self._table.version()
+        if version == self.version:
+            return False
+        dataset = self._table.to_pyarrow_dataset()
+        files = {}
+        for fragment in dataset.get_fragments():
+            held = self._files.get(fragment.path)
+            if held is None:
+                held = self._typed(fragment.to_table(schema=dataset.schema, columns=self.schema.names))
+                FILES_READ.labels(self._dataset).inc()
+            files[fragment.path] = held
+        self._files, self.version = files, version
+        self.rows = pa.concat_tables(files.values()) if files else self.schema.empty_table()
+        return True
+
+    def read(self, as_of: int | datetime) -> tuple[int, pa.Table]:
+        """The version ``as_of`` names and its rows; :class:`BadAsOf` when the table has no such version."""
+        latest = self._tables.open(self.path)
+        if latest is None:
+            raise BadAsOf(f"as_of: table {self.path} has no version yet")
+        if isinstance(as_of, int) and as_of > latest.version():
+            raise BadAsOf(f"as_of: table {self.path} has no version {as_of} (latest: {latest.version()})")
+        version = as_of if isinstance(as_of, int) else self._tables.version_at(self.path, as_of)
+        if version is None:
+            raise BadAsOf(f"as_of {as_of} is before the first version of {self.path} in its history")
+        try:
+            table = self._tables.open(self.path, version)
+        except DeltaError as exc:
+            raise BadAsOf(f"as_of: version {version} of {self.path} is no longer in its history: "
+                          f"{str(exc).splitlines()[0]}") from None
+        assert table is not None, f"{self.path} exists"
+        return version, self._typed(table.to_pyarrow_dataset().to_table(columns=self.schema.names))
+
+    def _typed(self, rows: pa.Table) -> pa.Table:
+        """Rows as the gold schema types them (Delta keeps timestamps in microseconds)."""
+        return rows.cast(self.schema)
+
+
 class GoldView:
     """What the API knows of one dataset's gold layer."""
 
-    def __init__(self, contract: Contract, lake: Lake) -> None:
+    def __init__(self, contract: Contract, tables: Tables) -> None:
         self.contract = contract
-        self.schema = contract.gold_schema
-        self._lake = lake
-        self._prefix = names.table_path("gold", contract.dataset)
-        self._files: dict[str, tuple[str, pa.Table]] = {}  # key -> (version tag, its rows)
-        self._lake_latest = self.schema.empty_table()
+        self._lake = {a.name: GoldTable(tables, contract, a) for a in contract.aggregates}
+        self._lake_rows = {name: table.rows for name, table in self._lake.items()}
         self._live: dict[tuple[Any, ...], tuple[float, dict[str, Any]]] = {}  # key -> (received, row)
         self._lock = threading.Lock()
         self._dirty = True
         self.lake_loaded = False
         self.snapshot = Snapshot(0, {})
         self._key_sql = {a.name: self._key_expression(a) for a in contract.aggregates}
+        self._as_of: OrderedDict[tuple[str, int], pa.Table] = OrderedDict()
 
     # ------------------------------------------------------------------ lake
     def refresh_lake(self) -> bool:
-        """Read new or rewritten gold objects, forget deleted ones; True when anything changed."""
-        listing = {
-            path.removeprefix(self._lake.root + "/"): str(info.get("ETag") or info.get("mtime") or info.get("size"))
-            for path, info in self._lake.fs.find(self._lake.path(self._prefix), detail=True).items()
-            if path.endswith(".parquet")
-        }
-        gone = self._files.keys() - listing.keys()
-        new = [key for key, tag in listing.items() if self._files.get(key, ("",))[0] != tag]
-        for key in gone:
-            del self._files[key]
-        if new:
-            con = connect(self._lake)
-            for key in new:
-                try:
-                    table = con.sql("SELECT * FROM read_parquet(?)", params=[self._lake.url(key)]).to_arrow_table()
-                except (duckdb.Error, FileNotFoundError) as exc:
-                    # Replaced (compaction) between listing and reading: the next refresh reads its successor.
-                    log.info("gold object vanished while reading", key=key, error=str(exc).splitlines()[0])
-                    listing.pop(key)
-                    continue
-                self._files[key] = (listing[key], table.select(self.schema.names).cast(self.schema))
-                LAKE_LOADS.labels(self.contract.dataset).inc()
-            con.close()
-        changed = bool(gone or new)
+        """Read the gold tables whose version changed; True when any did."""
+        changed = {name: table.rows for name, table in self._lake.items() if table.refresh()}
         if changed:
-            tables = [table for _, table in self._files.values()]
-            merged = pa.concat_tables(tables) if tables else self.schema.empty_table()
-            latest = self._latest(merged)
             with self._lock:
-                self._lake_latest = latest
+                self._lake_rows |= changed
                 self._dirty = True
         self.lake_loaded = True
-        return changed
+        return bool(changed)
+
+    def as_of(self, aggregate: Aggregate, as_of: int | datetime) -> tuple[int, pa.Table]:
+        """The version of an aggregate's gold table that ``as_of`` names, prepared as a snapshot table is."""
+        version, rows = self._lake[aggregate.name].read(as_of)
+        key = (aggregate.name, version)
+        with self._lock:
+            prepared = self._as_of.get(key)
+        if prepared is None:
+            prepared = self._prepared(aggregate, rows)
+            with self._lock:
+                self._as_of[key] = prepared
+                while len(self._as_of) > AS_OF_TABLES:
+                    self._as_of.popitem(last=False)
+        return version, prepared
 
     # ------------------------------------------------------------------ topic
     def apply(self, rows: Iterable[dict[str, Any]]) -> None:
@@ -195,45 +265,44 @@ class GoldView:
 
     # ------------------------------------------------------------------ snapshot
     def rebuild(self) -> bool:
-        """Merge lake and topic into a new snapshot when either changed; True when it did."""
+        """Lay the topic's updates over the tables' rows into a new snapshot when either changed; True when it did."""
         with self._lock:
             if not self._dirty:
                 return False
             self._dirty = False
-            lake_latest = self._lake_latest
-            live_rows = [row for _, row in self._live.values()]
-        live = self._live_table(live_rows)
-        merged = self._latest(pa.concat_tables([lake_latest, live])) if live.num_rows else lake_latest
+            lake_rows = dict(self._lake_rows)
+            live_rows: dict[str, list[dict[str, Any]]] = {}
+            for _, row in self._live.values():
+                live_rows.setdefault(row["aggregate"], []).append(row)
         tables = {}
         for aggregate in self.contract.aggregates:
-            columns = ["window_start", "window_end", *aggregate.group_by, *(m.name for m in aggregate.measures),
-                       "events", "late_events", "final", "revision", "watermark"]
-            rows = merged.filter(pc.equal(merged["aggregate"], aggregate.name)).select(columns)
-            tables[aggregate.name] = SQL.arrow(
-                f"SELECT *, {self._key_sql[aggregate.name]} AS {KEY_COLUMN} FROM rows "
-                f"ORDER BY window_start, {KEY_COLUMN}", [], rows=rows,
-            )
+            table = self._lake[aggregate.name]
+            rows = lake_rows[aggregate.name]
+            if live := live_rows.get(aggregate.name):
+                rows = latest_rows(pa.concat_tables([rows, self._live_table(live, table.schema)]), table.keys,
+                                   con=SQL.connection())
+            tables[aggregate.name] = self._prepared(aggregate, rows)
         self.snapshot = Snapshot(self.snapshot.version + 1, tables)
-        SNAPSHOT_ROWS.labels(self.contract.dataset).set(merged.num_rows)
+        SNAPSHOT_ROWS.labels(self.contract.dataset).set(sum(t.num_rows for t in tables.values()))
         return True
 
-    def _latest(self, table: pa.Table) -> pa.Table:
-        """One row per key: the highest revision (identical duplicates collapse)."""
-        return latest_gold(table, self.contract, con=SQL.connection())
+    def _prepared(self, aggregate: Aggregate, rows: pa.Table) -> pa.Table:
+        """An aggregate's rows with their key text, in the order pages are cut."""
+        return SQL.arrow(f"SELECT *, {self._key_sql[aggregate.name]} AS {KEY_COLUMN} FROM rows "
+                         f"ORDER BY window_start, {KEY_COLUMN}", [], rows=rows)
 
-    def _live_table(self, rows: list[dict[str, Any]]) -> pa.Table:
-        """Topic rows (JSON values: ISO timestamps, decimals as strings) typed as the gold schema."""
-        if not rows:
-            return self.schema.empty_table()
+    @staticmethod
+    def _live_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+        """Topic rows (JSON values: ISO timestamps, decimals as strings) typed as an aggregate's columns."""
         columns = {}
-        for field in self.schema:
+        for field in schema:
             values = [row.get(field.name) for row in rows]
             if pa.types.is_timestamp(field.type):
                 values = [None if v is None else datetime.fromisoformat(v) for v in values]
             elif pa.types.is_decimal(field.type):
                 values = [None if v is None else Decimal(str(v)) for v in values]
             columns[field.name] = pa.array(values, field.type)
-        return pa.table(columns, schema=self.schema)
+        return pa.table(columns, schema=schema)
 
     @staticmethod
     def _key_expression(aggregate: Aggregate) -> str:

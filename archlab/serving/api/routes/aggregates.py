@@ -12,6 +12,7 @@ from sse_starlette import EventSourceResponse
 from archlab.serving.api import models, queries
 from archlab.serving.api.deps import (
     AggregateDep,
+    AsOf,
     Cursor,
     FiltersDep,
     Limit,
@@ -22,10 +23,12 @@ from archlab.serving.api.deps import (
 )
 from archlab.serving.api.live import item_of
 from archlab.serving.api.queries import BadCursor
+from archlab.serving.api.store import BadAsOf
 
 AGGREGATES_PATH = "/v1/datasets/{dataset}/aggregates/{aggregate}"
 PAGE_CACHE_SIZE = 1024
-"""Pages kept per application; a page is keyed by its snapshot version, so a cached page is never stale."""
+"""Pages kept per application; a page is keyed by the snapshot or table version it read, so a cached page is
+never stale."""
 
 router = APIRouter(tags=["datasets"])
 
@@ -33,16 +36,25 @@ router = APIRouter(tags=["datasets"])
 @router.get(AGGREGATES_PATH, response_model=models.Windows, responses={404: {"model": models.Problem}})
 async def aggregate_windows(
     view: ViewDep, aggregate: AggregateDep, period: RangeDep, filters: FiltersDep, serving: ServingDep,
-    limit: Limit = 100, cursor: Cursor = None,
+    as_of: AsOf, limit: Limit = 100, cursor: Cursor = None,
 ) -> Response:
     """Windows of an aggregate with the latest value per key, ordered by window start then
-    dimension values; filter with ``<dimension>=<value>``; page with ``cursor``."""
-    snapshot = view.snapshot.version
-    key = (view.contract.dataset, aggregate.name, period, tuple(sorted(filters.items())), limit, cursor, snapshot)
+    dimension values; filter with ``<dimension>=<value>``; page with ``cursor``; ``as_of`` reads an
+    older version of the aggregate's gold table (time travel)."""
+    if as_of is None:
+        table, version, read = view.snapshot.table(aggregate.name), None, ("snapshot", view.snapshot.version)
+    else:
+        try:
+            version, table = await run_in_threadpool(view.as_of, aggregate, as_of)
+        except BadAsOf as exc:
+            raise invalid("query", "as_of", str(exc), str(as_of)) from None
+        read = ("as_of", version)
+    key = (view.contract.dataset, aggregate.name, period, tuple(sorted(filters.items())), limit, cursor, read)
     page = serving.pages.get(key)
     if page is None:
         try:
-            document = await run_in_threadpool(queries.windows, view, aggregate, period, filters, limit, cursor)
+            document = await run_in_threadpool(queries.windows, view.contract.dataset, aggregate, table, period,
+                                               filters, limit, cursor, version)
         except BadCursor as exc:
             raise invalid("query", "cursor", str(exc), cursor) from None
         page = orjson.dumps(document)

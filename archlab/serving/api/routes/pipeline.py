@@ -14,6 +14,6 @@ router = APIRouter(tags=["pipeline"])
 @router.get("/v1/pipeline", response_model=models.Pipeline)
 async def pipeline(serving: ServingDep) -> Response:
     """Per service and consumer group: lag, events/s and health; per topic: events/s; per lake
-    layer: the newest object. Sampled every LAB_API_PIPELINE_POLL_S."""
+    table: its version, last commit, files, rows and bytes. Sampled every LAB_API_PIPELINE_POLL_S."""
     monitor = serving.monitor
     return json_response(monitor.latest if monitor else EMPTY_PIPELINE)
