@@ -12,7 +12,6 @@ the conditional puts delta-rs relies on, so a Spark writer beside the services c
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -68,8 +67,6 @@ def spark_session(settings: SparkSettings, app_name: str = "archlab-outside-read
     except ModuleNotFoundError as exc:
         raise SparkNotProvisionedError("pyspark is not installed: run `make env` (dependency group "
                                        "outside-readers)") from exc
-    # Spark otherwise binds its driver to the host's network interface; read when the JVM starts.
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     endpoint = settings.s3_endpoint
     s3a = {
         "endpoint": endpoint,

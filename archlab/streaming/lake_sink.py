@@ -329,16 +329,15 @@ async def prepare_tables(settings: Settings, targets: Sequence[TableTarget], sto
     """Create or evolve every table a service lands in before its consumers start, so that a contract that
     cannot evolve an existing table stops the service at once (:class:`~archlab.lake.tables.SchemaChangeError`
     naming each field and what to do), before any record is processed under it and with no table changed.
-    Retried while the lake is unreachable; False when ``stop`` came first."""
+
+    A lake that cannot be reached now does not hold the service back: the sink ensures each table again
+    when its partitions are assigned (retrying until the lake is back), where a refusal stops it just the
+    same. False when ``stop`` came first."""
     tables = Tables.from_settings(settings)
     try:
-        async for attempt in backoff("table check", stop=stop, retry_on=LAKE_ERRORS, first_s=0.2, max_s=5):
-            with attempt:
-                await asyncio.to_thread(tables.ensure_targets, targets)
-    except LAKE_ERRORS:
-        if stop.is_set():
-            return False
-        raise
+        await asyncio.to_thread(tables.ensure_targets, targets)
+    except LAKE_ERRORS as exc:
+        log.warning("lake unreachable at start; tables are checked when partitions are assigned", error=str(exc))
     return not stop.is_set()
 
 
