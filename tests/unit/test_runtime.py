@@ -74,8 +74,10 @@ async def test_the_gauge_shows_owned_partitions_from_assignment_on_even_while_re
     lake_back = asyncio.Event()
     stage = Idle(lambda tp: lake_back.wait())
     assigning = asyncio.create_task(stage.listener.on_partitions_assigned({TP0, TP1}))
-    await asyncio.sleep(0.05)
-    assert _assigned("idle") == 2 and not assigning.done()
+    async with asyncio.timeout(5):  # the gauge is set before recovery, which waits for the lake
+        while _assigned("idle") != 2:
+            await asyncio.sleep(0.01)
+    assert not assigning.done()
     lake_back.set()
     await assigning
     assert stage.is_ready(TP0) and stage.is_ready(TP1)
