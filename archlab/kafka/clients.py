@@ -180,8 +180,9 @@ async def wait_for_kafka(settings: Settings, stop: asyncio.Event, timeout_s: flo
 
 
 async def end_offsets(settings: Settings, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
-    """The offset after the last record of each partition (committed or not)."""
-    consumer = make_consumer(settings, group_id=None)
+    """The offset after the last record of each partition, committed or not (the high watermark;
+    a read_committed consumer would answer the last stable offset instead)."""
+    consumer = make_consumer(settings, group_id=None, isolation_level="read_uncommitted")
     await consumer.start()
     try:
         return await consumer.end_offsets(list(partitions))
@@ -209,14 +210,18 @@ async def read_to_end(
     """Every committed record of these partitions, from the beginning (or ``start``) to their end
     offset now.
 
-    Positions, not record counts, say when the end is reached: transaction markers take
-    offsets too.
+    The end is the high watermark, not the last stable offset: a transaction already committed
+    whose marker has not yet reached a partition (the coordinator writes markers after it answers
+    the commit) is waited for and read, so a reader that saw a stage's consumer offsets move never
+    misses that stage's output; a transaction still open is waited for until it commits or aborts
+    (at most the stages' transaction timeout). Positions, not record counts, say when the end is
+    reached: transaction markers and aborted records take offsets too.
     """
+    ends = await end_offsets(settings, partitions)
     consumer = make_consumer(settings, group_id=None, isolation_level="read_committed")
     await consumer.start()
     try:
         consumer.assign(list(partitions))
-        ends = await consumer.end_offsets(list(partitions))
         await consumer.seek_to_beginning(*partitions)
         for tp, offset in (start or {}).items():
             consumer.seek(tp, offset)
