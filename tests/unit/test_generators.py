@@ -231,6 +231,19 @@ def test_order_time_is_monotonic_and_seasonal() -> None:
     assert evening > 4 * night > 0
 
 
+def test_a_live_stream_keeps_pace_with_its_rate_at_any_hour() -> None:
+    """Without the seasonal profile, n events at r events/s span n / r seconds of event time, even
+    at night: a paced live stream's event time then never runs ahead of the wall clock."""
+    night = datetime(2025, 3, 3, 3, 0, tzinfo=UTC)
+    seasonal = make_generator("orders", seed=5, start=night, events_per_second=1_000, dirty=DirtyRates.clean())
+    constant = make_generator("orders", seed=5, start=night, events_per_second=1_000, dirty=DirtyRates.clean(),
+                              seasonal=False)
+    span_s = {name: (gen.batch(100_000)[-1].event_time_ms - epoch_ms(night.isoformat())) / 1000
+              for name, gen in (("seasonal", seasonal), ("constant", constant))}
+    assert 95 < span_s["constant"] < 105, span_s
+    assert span_s["seasonal"] > 2 * span_s["constant"], span_s  # the night profile: fewer orders per hour
+
+
 def test_sensor_devices_keep_their_metadata() -> None:
     events = [orjson.loads(r.value) for r in draw("sensors", [10_000], dirty=DirtyRates.clean())]
     devices: dict[str, set[tuple[Any, ...]]] = defaultdict(set)

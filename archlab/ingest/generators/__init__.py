@@ -69,10 +69,13 @@ def make_generator(
     events_per_second: float = 200.0,
     dirty: DirtyRates | None = None,
     contracts_dir: Path = DEFAULT_CONTRACTS_DIR,
+    seasonal: bool = True,
 ) -> EventGenerator:
     """A generator for ``dataset`` whose virtual clock starts at ``start`` (timezone-aware).
 
     ``dirty`` defaults to ``DirtyRates()`` (about 4% dirty); pass ``DirtyRates.clean()`` for none.
+    ``seasonal=False`` keeps arrivals at the mean rate (a live stream paced at that rate; see
+    ``DatasetGenerator.at_constant_rate``).
     The contract is read from ``<contracts_dir>/<dataset>.yaml`` (pass ``settings.contracts_dir``).
     A hand-written generator is used while the contract lists exactly the fields it emits; a
     contract changed since (a field added, say) gets the generic generator, with a warning.
@@ -98,4 +101,6 @@ def make_generator(
         generator = hand_written(contract, seed, start_ms, events_per_second, rates)
     else:
         generator = GenericGenerator(contract, contracts_dir, seed, start_ms, events_per_second, rates)
+    if not seasonal:
+        generator.at_constant_rate()
     return generator

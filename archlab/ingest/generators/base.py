@@ -19,7 +19,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from archlab.contract import Contract
-from archlab.ingest.generators.clock import DAY_MS, MINUTE_MS, iso_ms
+from archlab.ingest.generators.clock import DAY_MS, MINUTE_MS, ArrivalClock, iso_ms
 
 Event = dict[str, Any]
 Rng = np.random.Generator
@@ -104,6 +104,8 @@ class DatasetGenerator(ABC):
     """Every field the generator emits, checked against the contract at start-up."""
     oversized_field: str
     """A string field that can hold the huge text of an oversized record."""
+    _clock: ArrivalClock
+    """The virtual event time; every subclass sets it."""
     latin1_texts: Mapping[str, Sequence[str]]
     """Per string field, non-ASCII texts that a legacy latin-1 sender would garble."""
 
@@ -156,6 +158,12 @@ class DatasetGenerator(ABC):
     @abstractmethod
     def _unknown_enum(self, event: Event, rng: Rng) -> None:
         """Put one enumerated field outside its allowed set."""
+
+    def at_constant_rate(self) -> None:
+        """Arrivals at the mean rate from now on, without a seasonal profile: the event time of a live
+        stream then keeps pace with a producer sending at that rate (a quiet-night profile would
+        otherwise run it ahead of the wall clock, into the contract's "not in the future" rule)."""
+        self._clock = self._clock.flat()
 
     def batch(self, n: int) -> list[GeneratedRecord]:
         """The next ``n`` records of the stream."""

@@ -54,6 +54,10 @@ class ArrivalClock:
         self._profile = profile
         self._profile_min = profile_min
 
+    def flat(self) -> ArrivalClock:
+        """The same mean rate from the same moment on, without the seasonal profile."""
+        return ArrivalClock(int(self._clock), self._rate_per_ms * 1000.0, flat_profile, 1.0)
+
     def advance(self, unit_gaps: np.ndarray) -> np.ndarray:
         """Event times (int ms) for arrivals separated by the given unit-rate exponential gaps."""
         targets = np.cumsum(unit_gaps)
