@@ -108,8 +108,10 @@ async def read_topic(settings: Settings, topic: str) -> dict[tuple[int, int], by
     return {(r.partition, r.offset): r.value for r in await read_all(settings, topic)}
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.5) -> None:
-    """Poll ``condition``; a DuckDB error (e.g. a table read while it is being created) counts as 'not yet'."""
+def wait_until(condition: Callable[[], bool], timeout: float, what: str | Callable[[], str],
+               interval: float = 0.5) -> None:
+    """Poll ``condition``; a DuckDB error (e.g. a table read while it is being created) counts as 'not yet'.
+    ``what`` may be a function, called only on time-out (e.g. to include a service's log as it is then)."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
@@ -119,7 +121,8 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, interva
         except duckdb.Error as exc:
             last_error = exc
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last error: {last_error})")
+    described = what() if callable(what) else what
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {described} (last error: {last_error})")
 
 
 def assert_exactly_once(rows: list[tuple[int, int, bytes]], sent: dict[tuple[int, int], bytes]) -> None:

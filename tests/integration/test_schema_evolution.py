@@ -43,7 +43,7 @@ async def _refine_all(settings: Settings, tables: Tables, dataset: str, contract
         stats = tables.stats(names.table_path("silver", dataset))
         return stats is not None and stats.rows == expected
 
-    await asyncio.to_thread(wait_until, landed, 90, f"{expected} rows in the silver table\n{refiner.log_tail()}")
+    await asyncio.to_thread(wait_until, landed, 90, lambda: f"{expected} rows in the silver table\n{refiner.log_tail()}")
     assert refiner.terminate() == 0, refiner.log_tail()
 
 
