@@ -99,15 +99,16 @@ async def test_a_failed_recovery_stops_the_stage_instead_of_being_logged_and_ski
 class Recorder(TransactionalProcessor):
     prepare_ahead = True
 
-    def __init__(self, consumer: ScriptedConsumer, events: list[str], first_commit_done: asyncio.Event) -> None:
+    def __init__(self, consumer: ScriptedConsumer, events: list[str], rebalance_begun: asyncio.Event) -> None:
         super().__init__(consumer, RecordingProducer(events), group_id="g", max_batch=100)  # type: ignore[arg-type]
         self.events = events
-        self._first_commit_done = first_commit_done
+        self._first_commit_done = asyncio.Event()
+        self._rebalance_begun = rebalance_begun
 
     async def emit(self, prepared: Any) -> None:
         self.events += [f"emit {tp.partition}@{records[0].offset}" for tp, records in prepared.items()]
         if not self._first_commit_done.is_set():
-            await asyncio.sleep(0.1)  # the next batch is fetched ahead and a rebalance begins meanwhile
+            await self._rebalance_begun.wait()  # the next batch is fetched ahead and a rebalance begins meanwhile
 
     def forget(self, revoked: list[TopicPartition]) -> None:
         self.events.append("released")
@@ -122,7 +123,10 @@ async def test_a_batch_fetched_before_a_rebalance_is_dropped_and_read_again_afte
     stop = asyncio.Event()
     rebalancing: list[asyncio.Task[None]] = []
 
+    rebalance_begun = asyncio.Event()
+
     async def rebalance() -> None:
+        rebalance_begun.set()  # the revocation below queues behind the commit in flight before emit resumes
         await processor.listener.on_partitions_revoked({TP0})
         await processor.listener.on_partitions_assigned({TP0})
 
@@ -139,7 +143,7 @@ async def test_a_batch_fetched_before_a_rebalance_is_dropped_and_read_again_afte
         {TP0: _records(TP0, 2, 3)},  # read again from the committed offset by the new assignment
         stop_soon,
     )
-    processor = Recorder(consumer, events, asyncio.Event())
+    processor = Recorder(consumer, events, rebalance_begun)
     await processor.listener.on_partitions_assigned({TP0})
     await asyncio.wait_for(processor.run(stop), 10)
     await asyncio.gather(*rebalancing)
