@@ -8,10 +8,8 @@ The contract is ``tests/fixtures/contracts/parcels.yaml`` under a fresh name, in
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import orjson
@@ -19,7 +17,7 @@ import pytest
 
 from archlab.core.settings import Settings
 from archlab.kafka.topics import ensure_topics
-from tests.integration.conftest import read_all
+from tests.integration.conftest import eventually, read_all
 from tests.integration.conftest import start_service as start_service  # noqa: PLC0414 - a fixture, used by name
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -37,14 +35,6 @@ async def contract_only(settings: Settings, tmp_path: Path) -> tuple[str, Path]:
     (folder / f"{name}.yaml").write_text(text)
     await ensure_topics(settings, [name])
     return name, folder
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        await asyncio.sleep(1)
 
 
 async def test_a_contract_only_dataset_flows_from_the_producer_to_gold(
@@ -65,7 +55,7 @@ async def test_a_contract_only_dataset_flows_from_the_producer_to_gold(
         return len(layers[layer]) > 0
 
     await eventually(lambda: arrived("silver"), 120, f"{name}.silver")
-    await eventually(lambda: arrived("gold"), 120, f"{name}.gold\n{gold.log_tail()}")
+    await eventually(lambda: arrived("gold"), 120, lambda: f"{name}.gold\n{gold.log_tail()}")
     await eventually(lambda: arrived("quarantine"), 60, f"{name}.quarantine")
 
     rows = [orjson.loads(record.value) for record in layers["silver"]]

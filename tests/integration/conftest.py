@@ -8,7 +8,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import duckdb
 import pytest
@@ -123,6 +123,16 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str | Callab
         time.sleep(interval)
     described = what() if callable(what) else what
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {described} (last error: {last_error})")
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str | Callable[[], str],
+                     interval: float = 0.5) -> None:
+    """``wait_until`` for an async ``check`` (e.g. one that reads a topic)."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what() if callable(what) else what}")
+        await asyncio.sleep(interval)
 
 
 def assert_exactly_once(rows: list[tuple[int, int, bytes]], sent: dict[tuple[int, int], bytes]) -> None:
