@@ -9,9 +9,7 @@ sizes and dimension filters, some following a page's cursor) for a fixed time. T
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import shutil
 import statistics
 import tempfile
 import time
@@ -21,10 +19,9 @@ from pathlib import Path
 import aiohttp
 
 from archlab.core import names
-from archlab.core.settings import PROJECT_ROOT
 from archlab.ingest.produce import produce_synthetic
 from archlab.testing.processes import ServiceProcess, free_ports
-from bench.common import fresh_dataset, report, throwaway_stack
+from bench.common import copy_contract, fresh_dataset, report, stack_env, throwaway_stack
 
 CLIENTS = 32
 DURATION_S = 20.0
@@ -105,16 +102,10 @@ async def _load(url: str, queries: list[tuple[str, dict[str, str]]]) -> tuple[li
 async def _run(events: int) -> dict[str, object]:
     with throwaway_stack() as (_, settings), tempfile.TemporaryDirectory(prefix="lab-bench-api-") as folder:
         dataset = await fresh_dataset(settings)
-        contracts = Path(folder) / "contracts"
-        shutil.copytree(PROJECT_ROOT / "contracts" / "reference", contracts / "reference")
-        text = (PROJECT_ROOT / "contracts" / "orders.yaml").read_text()
-        (contracts / f"{dataset}.yaml").write_text(text.replace("dataset: orders", f"dataset: {dataset}", 1))
+        contracts = copy_contract(Path(folder) / "contracts", dataset)
         (port,) = free_ports(1)
-        env = {**os.environ, "LAB_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "LAB_S3_ENDPOINT": settings.s3_endpoint,
-               "LAB_S3_ACCESS_KEY": settings.s3_access_key.get_secret_value(),
-               "LAB_S3_SECRET_KEY": settings.s3_secret_key.get_secret_value(), "LAB_BUCKET": settings.bucket,
-               "LAB_DATASETS": dataset, "LAB_CONTRACTS_DIR": str(contracts), "LAB_FLUSH_INTERVAL_S": "1",
-               "LAB_API_PORT": str(port), "LAB_API_HOST": "127.0.0.1", "LAB_LOG_LEVEL": "WARNING"}
+        env = stack_env(settings, LAB_DATASETS=dataset, LAB_CONTRACTS_DIR=str(contracts), LAB_FLUSH_INTERVAL_S="1",
+                        LAB_API_PORT=str(port), LAB_API_HOST="127.0.0.1", LAB_LOG_LEVEL="WARNING")
         await produce_synthetic(settings, "orders", count=events, rate=0, seed=7, history=timedelta(hours=1),
                                 topic=names.raw_topic(dataset))
         procs = [ServiceProcess(name, env, Path(folder) / f"{name}.log")

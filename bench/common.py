@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
+import shutil
 import tempfile
 import time
 import uuid
@@ -48,6 +49,25 @@ def throwaway_stack(name: str = "bench") -> Iterator[tuple[NativeStack, Settings
             yield stack, settings
         finally:
             stack.stop()
+
+
+def stack_env(settings: Settings, **variables: str) -> dict[str, str]:
+    """This process's environment plus the LAB_* variables that point a service process at the
+    throw-away stack, and ``variables``."""
+    return {**os.environ, "LAB_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "LAB_S3_ENDPOINT": settings.s3_endpoint,
+            "LAB_S3_ACCESS_KEY": settings.s3_access_key.get_secret_value(),
+            "LAB_S3_SECRET_KEY": settings.s3_secret_key.get_secret_value(), "LAB_BUCKET": settings.bucket,
+            **variables}
+
+
+def copy_contract(folder: Path, dataset: str, original: str = "orders") -> Path:
+    """``folder`` holding the shipped contract ``original`` renamed to ``dataset`` (and the reference
+    tables it joins): a scratch dataset for service processes (``LAB_CONTRACTS_DIR``)."""
+    if not (folder / "reference").exists():
+        shutil.copytree(PROJECT_ROOT / "contracts" / "reference", folder / "reference")
+    text = (PROJECT_ROOT / "contracts" / f"{original}.yaml").read_text()
+    (folder / f"{dataset}.yaml").write_text(text.replace(f"dataset: {original}", f"dataset: {dataset}", 1))
+    return folder
 
 
 async def fresh_dataset(settings: Settings) -> str:

@@ -29,12 +29,11 @@ async def measure(events: int) -> dict[str, object]:
         raw, silver, shuffle = names.raw_topic(dataset), names.silver_topic(dataset), names.gold_shuffle_topic(dataset)
         silver_group, shuffle_group, gold_group = (names.group(stage, dataset) for stage in ("silver", "shuffle", "gold"))
         await produce_synthetic(settings, "orders", count=events, rate=0, seed=1, topic=raw)
-        async with silver_refiner(settings, dataset, silver_group) as refine:
-            stop = asyncio.Event()
-            task = asyncio.create_task(refine(stop))
-            await wait_caught_up(settings, silver_group, [raw])
-            stop.set()
-            await task
+        refined = asyncio.Event()
+        refining = asyncio.create_task(silver_refiner(settings, dataset, silver_group, refined))
+        await wait_caught_up(settings, silver_group, [raw])
+        refined.set()
+        await refining
         silver_records, consume_s = await consume_only_rate(settings, silver)
         contract = load_contract(settings.contracts_dir / "orders.yaml").model_copy(update={"dataset": dataset})
         contracts = {dataset: contract}

@@ -46,7 +46,7 @@ from aiokafka.errors import KafkaError
 
 from archlab.core import names
 from archlab.core.names import TopicKind
-from archlab.core.settings import PROJECT_ROOT, Settings
+from archlab.core.settings import Settings
 from archlab.devstack.launcher import launch
 from archlab.devstack.services import PIPELINE_SERVICES, service
 from archlab.ingest.generators import make_generator
@@ -55,7 +55,15 @@ from archlab.kafka.clients import KeyedBatchSender, make_consumer, make_producer
 from archlab.kafka.lag import LagProbe, lag_of, settled_offsets
 from archlab.kafka.topics import create_topics, new_topic
 from archlab.testing.processes import ServiceProcess, free_ports
-from bench.common import RESULTS, consume_only_rate, fresh_dataset, report, throwaway_stack
+from bench.common import (
+    RESULTS,
+    consume_only_rate,
+    copy_contract,
+    fresh_dataset,
+    report,
+    stack_env,
+    throwaway_stack,
+)
 
 SERVICES = (*PIPELINE_SERVICES, "api")
 SEND_EVENTS_PER_S = 20_000  # event-time speed of the generated stream: N orders span N/20,000 s of the past
@@ -314,14 +322,6 @@ async def freshness(settings: Settings, dataset: str, api: str, rate: float, sec
 
 
 # --- the run -------------------------------------------------------------------------------------
-def _contracts(folder: Path, dataset: str) -> Path:
-    contracts = folder / "contracts"
-    shutil.copytree(PROJECT_ROOT / "contracts" / "reference", contracts / "reference")
-    text = (PROJECT_ROOT / "contracts" / "orders.yaml").read_text()
-    (contracts / f"{dataset}.yaml").write_text(text.replace("dataset: orders", f"dataset: {dataset}", 1))
-    return contracts
-
-
 async def _wait_ready(lag: Lag, api: str, groups: list[str], timeout: float = 120) -> None:
     """Until every group exists on the broker and the API answers /readyz, then the first rebalance's
     few seconds (aiokafka cannot decode this broker's DescribeGroups answer, so no state is read)."""
@@ -405,13 +405,10 @@ async def measure(events: int, freshness_s: float, peer: bool) -> dict[str, obje
 
         # 2. the services
         api_port, *metrics = free_ports(1 + len(SERVICES))
-        env = {**os.environ, "LAB_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "LAB_S3_ENDPOINT": settings.s3_endpoint,
-               "LAB_S3_ACCESS_KEY": settings.s3_access_key.get_secret_value(),
-               "LAB_S3_SECRET_KEY": settings.s3_secret_key.get_secret_value(), "LAB_BUCKET": settings.bucket,
-               "LAB_DATASETS": dataset, "LAB_CONTRACTS_DIR": str(_contracts(folder, dataset)),
-               "LAB_API_PORT": str(api_port), "LAB_API_HOST": "127.0.0.1", "LAB_LOG_LEVEL": "WARNING",
-               "LAB_BRONZE_GROUP": "bronze_sink", "LAB_SILVER_GROUP": "silver_refiner",
-               "LAB_GOLD_GROUP": "gold_aggregator", "LAB_INSTANCE_ID": "bench"}
+        env = stack_env(settings, LAB_DATASETS=dataset, LAB_CONTRACTS_DIR=str(copy_contract(folder / "contracts", dataset)),
+                        LAB_API_PORT=str(api_port), LAB_API_HOST="127.0.0.1", LAB_LOG_LEVEL="WARNING",
+                        LAB_BRONZE_GROUP="bronze_sink", LAB_SILVER_GROUP="silver_refiner",
+                        LAB_GOLD_GROUP="gold_aggregator", LAB_INSTANCE_ID="bench")
         running: dict[str, ServiceProcess] = {}
         for name, port in zip(SERVICES, metrics, strict=True):
             service_env = {**env, **service(name).env(metrics_port=port)}

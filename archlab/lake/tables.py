@@ -19,6 +19,7 @@ other change with a message that names the field and says what to do.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from deltalake import CommitProperties, DeltaTable, Schema, Transaction, write_d
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from archlab.core import names
 from archlab.core.errors import UserError
 from archlab.core.settings import LakeSettings
 from archlab.core.sql import quote
@@ -278,6 +280,14 @@ class Tables:
         while (following := self.committed_at(path, version + 1)) is not None and following <= moment:
             version += 1
         return version
+
+    def files_per_partition(self, path: str) -> Counter[object]:
+        """Data files per date partition (``dt``), from the log: what maintenance left, per day."""
+        table = self.open(path)
+        if table is None:
+            return Counter()
+        actions = pa.table(table.get_add_actions(flatten=True))
+        return Counter(actions.column(f"partition.{names.DATE_PARTITION}").to_pylist()) if actions.num_rows else Counter()
 
     def stats(self, path: str) -> TableStats | None:
         """Version, files, rows and bytes from the table's log (no data file read)."""

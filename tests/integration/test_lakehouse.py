@@ -132,12 +132,6 @@ async def test_a_reader_in_a_tight_loop_under_landing_and_maintenance_never_errs
     assert refiner.terminate() == 0 and aggregator.terminate() == 0, refiner.log_tail() + aggregator.log_tail()
 
 
-def files_per_partition(tables: Tables, path: str) -> Counter[object]:
-    table = tables.open(path)
-    assert table is not None, f"no table {path}"
-    return Counter(pa.table(table.get_add_actions(flatten=True)).column(f"partition.{names.DATE_PARTITION}").to_pylist())
-
-
 async def test_a_year_replayed_at_full_speed_ends_in_few_files_per_partition(
     settings: Settings, tables: Tables, orders_like: tuple[Contract, Path], start_service
 ) -> None:
@@ -161,14 +155,13 @@ async def test_a_year_replayed_at_full_speed_ends_in_few_files_per_partition(
         await wait_caught_up(settings, group, [topic], timeout_s=600)  # each stage has all its input by now
 
     paths = [names.table_path("silver", dataset)] + [names.table_path("gold", dataset, a.name) for a in contract.aggregates]
-    before = {path: files_per_partition(tables, path) for path in paths}
-    policy = MaintenancePolicy(quiet_s=0, min_files=32, checkpoint_every=50, vacuum_retention_h=168,
-                               history_retention_h=168)
+    before = {path: tables.files_per_partition(path) for path in paths}
+    policy = MaintenancePolicy.from_settings(settings.model_copy(update={"compact_quiet_s": 0}))  # closed days now
     started = time.monotonic()
     for path in paths:
         await asyncio.to_thread(maintain, tables, path, policy)
     maintenance_s = time.monotonic() - started
-    after = {path: files_per_partition(tables, path) for path in paths}
+    after = {path: tables.files_per_partition(path) for path in paths}
     for path in paths:
         print(f"{path}: {len(before[path])} partitions, files {sum(before[path].values())} -> {sum(after[path].values())}"
               f" (most per partition {max(before[path].values())} -> {max(after[path].values())})")
