@@ -78,13 +78,13 @@ async def produce_synthetic(
     """Send ``count`` generated events (0 = until ``duration`` or ``stop``) at ``rate`` events/s
     to ``topic`` (default ``<dataset>.raw``). With ``history``, event times instead spread evenly
     over that span up to now (a backfill of ``count`` events, sent as fast as ``rate`` allows)."""
-    backfill = history is not None and count > 0
-    if backfill:
-        start, spacing = datetime.now(UTC) - history, count / history.total_seconds()
+    now = datetime.now(UTC)
+    if history is not None and count:  # a backfill: the seasonal profile, its count ending before now
+        start, spacing, until = now - history, count / history.total_seconds(), now
     else:  # live: event time keeps pace with the sending rate, so no seasonal profile
-        start, spacing = datetime.now(UTC), rate or 1000.0
+        start, spacing, until = now, rate or 1000.0, None
     generator = make_generator(dataset, seed=seed, start=start, events_per_second=spacing, dirty=dirty,
-                               contracts_dir=settings.contracts_dir, seasonal=backfill)
+                               contracts_dir=settings.contracts_dir, seasonal=until is not None, until=until)
     deadline = time.monotonic() + duration if duration > 0 else float("inf")
     chunk = max(1, min(5_000, int(rate / 10))) if rate > 0 else 5_000
 

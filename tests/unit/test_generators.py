@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -242,6 +242,20 @@ def test_a_live_stream_keeps_pace_with_its_rate_at_any_hour() -> None:
               for name, gen in (("seasonal", seasonal), ("constant", constant))}
     assert 95 < span_s["constant"] < 105, span_s
     assert span_s["seasonal"] > 2 * span_s["constant"], span_s  # the night profile: fewer orders per hour
+
+
+@pytest.mark.parametrize(("span", "count"), [(timedelta(minutes=30), 3_000), (timedelta(days=365), 200_000)])
+def test_a_backfill_fills_its_span_and_ends_before_its_end(span: timedelta, count: int) -> None:
+    """``until`` makes the rate the mean over the span even through quiet nights (a 30-minute span at
+    03:00 once spread over 4.5 hours, into the future), and the stream stops short of the span's end."""
+    end = datetime(2025, 3, 3, 3, 30, tzinfo=UTC)
+    start = end - span
+    gen = make_generator("orders", seed=11, start=start, events_per_second=count / span.total_seconds(),
+                         dirty=DirtyRates.clean(), until=end)
+    times = [record.event_time_ms for record in gen.batch(count)]
+    end_ms, span_ms = int(end.timestamp() * 1000), span.total_seconds() * 1000
+    assert times[-1] < end_ms, "a backfill reached past its end"
+    assert times[-1] > end_ms - 0.1 * span_ms, "the events fill most of the span"
 
 
 def test_sensor_devices_keep_their_metadata() -> None:

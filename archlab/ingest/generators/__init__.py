@@ -70,12 +70,15 @@ def make_generator(
     dirty: DirtyRates | None = None,
     contracts_dir: Path = DEFAULT_CONTRACTS_DIR,
     seasonal: bool = True,
+    until: datetime | None = None,
 ) -> EventGenerator:
     """A generator for ``dataset`` whose virtual clock starts at ``start`` (timezone-aware).
 
     ``dirty`` defaults to ``DirtyRates()`` (about 4% dirty); pass ``DirtyRates.clean()`` for none.
     ``seasonal=False`` keeps arrivals at the mean rate (a live stream paced at that rate; see
-    ``DatasetGenerator.at_constant_rate``).
+    ``DatasetGenerator.at_constant_rate``). With ``until``, ``events_per_second`` is the mean rate from
+    ``start`` to ``until`` whatever the seasonal profile there, and the events end before ``until``
+    (a backfill of that span; see ``ArrivalClock.average_over``).
     The contract is read from ``<contracts_dir>/<dataset>.yaml`` (pass ``settings.contracts_dir``).
     A hand-written generator is used while the contract lists exactly the fields it emits; a
     contract changed since (a field added, say) gets the generic generator, with a warning.
@@ -103,4 +106,6 @@ def make_generator(
         generator = GenericGenerator(contract, contracts_dir, seed, start_ms, events_per_second, rates)
     if not seasonal:
         generator.at_constant_rate()
+    if until is not None:
+        generator.average_until(to_epoch_ms(until))
     return generator

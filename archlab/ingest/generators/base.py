@@ -165,6 +165,10 @@ class DatasetGenerator(ABC):
         otherwise run it ahead of the wall clock, into the contract's "not in the future" rule)."""
         self._clock = self._clock.flat()
 
+    def average_until(self, end_ms: int) -> None:
+        """The rate becomes the mean from the start to ``end_ms``: a backfill of that span ends before it."""
+        self._clock.average_over(end_ms)
+
     def batch(self, n: int) -> list[GeneratedRecord]:
         """The next ``n`` records of the stream."""
         if n < 0:

@@ -54,6 +54,23 @@ class ArrivalClock:
         self._profile = profile
         self._profile_min = profile_min
 
+    def average_over(self, end_ms: int) -> None:
+        """Make the rate the mean over the span from the clock to ``end_ms``, whatever the profile there
+        (a backfill's count must fit its span even if the span is a quiet night): the profile's weight over
+        the span, minute by minute as ``advance`` applies it, is divided out. The rate is then raised by
+        three standard deviations of the span's Poisson count, so the last arrival falls before ``end_ms``
+        in all but about one run in a thousand instead of half of them (a backfill must not reach the future)."""
+        start = self._clock
+        if end_ms <= start:
+            raise ValueError("the span must end after the clock")
+        inner = np.arange(np.floor(start / MINUTE_MS) + 1, np.ceil(end_ms / MINUTE_MS)) * MINUTE_MS
+        edges = np.concatenate(([start], inner, [end_ms]))
+        minute_mid = np.floor(edges[:-1] / MINUTE_MS) * MINUTE_MS + MINUTE_MS / 2
+        weight = float(np.sum(self._profile(minute_mid) * np.diff(edges))) / (end_ms - start)
+        self._rate_per_ms /= weight
+        expected = self._rate_per_ms * (end_ms - start)
+        self._rate_per_ms *= 1 + 3 / np.sqrt(max(expected, 1.0))
+
     def flat(self) -> ArrivalClock:
         """The same mean rate from the same moment on, without the seasonal profile."""
         return ArrivalClock(int(self._clock), self._rate_per_ms * 1000.0, flat_profile, 1.0)
