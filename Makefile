@@ -22,9 +22,10 @@ $(UV):
 	@echo "[env] installing uv $(UV_VERSION) into $(STACK)/tools"
 	@$(PYTHON) -m venv $(STACK)/tools && $(STACK)/tools/bin/pip install -q "uv==$(UV_VERSION)"
 
-# The outside-readers group (pyspark, polars) is for the tests only: the services' image installs neither.
+# The notebooks group (JupyterLab, nbclient, and through outside-readers pyspark and polars) serves `make up`'s
+# notebook service and the tests: the services' image installs none of it.
 .venv/.synced: $(UV) pyproject.toml uv.lock
-	@$(UV) sync --frozen --quiet --group outside-readers
+	@$(UV) sync --frozen --quiet --group notebooks
 	@touch $@
 
 env: .venv/.synced ## create the Python environment from uv.lock
