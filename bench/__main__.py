@@ -1,5 +1,5 @@
 """``python -m bench [NAME] [--events N]``: the end-to-end benchmark (``pipeline``, the default), one
-per-service benchmark, ``services`` (all of those) or ``all`` (``chaos`` and ``faust`` only by name:
+per-service benchmark, ``services`` (all of those) or ``all`` (``chaos``, ``faust`` and ``backfill`` only by name:
 ``python -m bench chaos``; more options with ``python -m bench.chaos --help``)."""
 
 from __future__ import annotations
@@ -8,11 +8,12 @@ from typing import Annotated
 
 import typer
 
-from bench import api, bronze, chaos, faust_limit, gold, pipeline, silver
+from bench import api, backfill, bronze, chaos, faust_limit, gold, pipeline, silver
 
 SERVICES = {"bronze": bronze.main, "silver": silver.main, "gold": gold.main, "api": api.main}
 BENCHMARKS = {"pipeline": pipeline.main, **SERVICES}
-ON_DEMAND = {"chaos": chaos.main, "faust": faust_limit.main}  # chaos: long, failures injected; faust: a why
+ON_DEMAND = {"chaos": chaos.main, "faust": faust_limit.main,  # chaos: long, failures injected; faust: a why
+             "backfill": backfill.main}  # starts Spark
 app = typer.Typer(add_completion=False)
 
 
