@@ -33,9 +33,9 @@ PARTITIONS = 4
 START = datetime(2026, 1, 5, tzinfo=UTC)
 
 
-def _bronze(dataset: str, events: int, contracts: Path) -> pa.Table:
+def _bronze(dataset: str, events: int) -> pa.Table:
     generator = make_generator("orders", seed=5, start=START, events_per_second=events / timedelta(days=1).total_seconds(),
-                               dirty=DirtyRates(), contracts_dir=contracts)
+                               dirty=DirtyRates(), contracts_dir=PROJECT_ROOT / "contracts")
     records = generator.batch(events)
     stamps = pa.array([r.event_time_ms + 1_000 for r in records], pa.timestamp("ms", tz="UTC"))
     count = len(records)
@@ -63,7 +63,7 @@ def main(events: int = 200_000) -> None:
         tables = Tables.from_settings(settings)
         path = names.table_path("bronze", dataset)
         bronze = tables.ensure(path, BRONZE_SCHEMA, (names.DATE_PARTITION,))
-        tables.append(bronze, _bronze(dataset, events, contracts), [Landed("bench", 0)])
+        tables.append(bronze, _bronze(dataset, events), [Landed("bench", 0)])
         spark_settings = SparkSettings(**{name: getattr(settings, name) for name in type(settings).model_fields
                                           if name in SparkSettings.model_fields})
         span = Span(int(START.timestamp() * 1000), int((START + timedelta(days=2)).timestamp() * 1000))
