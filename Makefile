@@ -22,15 +22,29 @@ $(UV):
 	@echo "[env] installing uv $(UV_VERSION) into $(STACK)/tools"
 	@$(PYTHON) -m venv $(STACK)/tools && $(STACK)/tools/bin/pip install -q "uv==$(UV_VERSION)"
 
-# The outside-readers group (pyspark, polars) is for the tests only: the services' image installs neither.
+# The notebooks group (JupyterLab, nbclient, and through outside-readers pyspark and polars) serves `make up`'s
+# notebook service and the tests: the services' image installs none of it.
 .venv/.synced: $(UV) pyproject.toml uv.lock
-	@$(UV) sync --frozen --quiet --group outside-readers
+	@$(UV) sync --frozen --quiet --group notebooks
 	@touch $@
 
-env: .venv/.synced ## create the Python environment from uv.lock
+# nbstripout as the git filter of notebooks (.gitattributes): `git add` stores a notebook without outputs.
+# The command is relative (git runs filters at the top of the work tree), so each checkout uses its own venv.
+env: .venv/.synced ## create the Python environment from uv.lock (and the notebooks' git filter)
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+	  git config filter.nbstripout.clean .venv/bin/nbstripout && git config filter.nbstripout.smudge cat; fi
 
-.env:
-	@cp .env.example .env && echo "[env] created .env from .env.example (dev-only secrets)"
+# .env.example's notebook token is a placeholder: every .env gets a token of its own, generated here (an
+# older .env without one gets it added), because JupyterLab runs whatever code its visitor types.
+NEW_TOKEN = $$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(32))')
+.env: .env.example
+	@if [[ ! -f .env ]]; then \
+	  sed "s|^LAB_NOTEBOOK_TOKEN=.*|LAB_NOTEBOOK_TOKEN=$(NEW_TOKEN)|" .env.example > .env \
+	  && echo "[env] created .env from .env.example (dev-only S3 secrets, a generated notebook token)"; \
+	elif ! grep -q '^LAB_NOTEBOOK_TOKEN=.' .env; then \
+	  echo "LAB_NOTEBOOK_TOKEN=$(NEW_TOKEN)" >> .env && echo "[env] added a generated LAB_NOTEBOOK_TOKEN to .env"; \
+	fi
+	@touch .env
 
 provision: env ## fetch Kafka's and Spark's jars and build MinIO into .stack/ (cached, pinned)
 	@bash scripts/provision.sh

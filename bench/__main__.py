@@ -1,5 +1,5 @@
 """``python -m bench [NAME] [--events N]``: the end-to-end benchmark (``pipeline``, the default), one
-per-service benchmark, ``services`` (all of those) or ``all`` (``chaos``, ``faust`` and ``year`` only by name:
+per-service benchmark, ``services`` (all of those) or ``all`` (``chaos``, ``faust``, ``year`` and ``backfill`` only by name:
 ``python -m bench chaos``; more options with ``python -m bench.chaos --help``)."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ from typing import Annotated
 
 import typer
 
-from bench import api, bronze, chaos, faust_limit, gold, pipeline, silver, year
+from bench import api, backfill, bronze, chaos, faust_limit, gold, pipeline, silver, year
 
 SERVICES = {"bronze": bronze.main, "silver": silver.main, "gold": gold.main, "api": api.main}
 BENCHMARKS = {"pipeline": pipeline.main, **SERVICES}
-# chaos: long, failures injected; faust: a why; year: a replayed year's files and count(*)
-ON_DEMAND = {"chaos": chaos.main, "faust": faust_limit.main, "year": year.main}
+# chaos: long, failures injected; faust: a why; year: a replayed year's files and count(*); backfill: starts Spark
+ON_DEMAND = {"chaos": chaos.main, "faust": faust_limit.main, "year": year.main, "backfill": backfill.main}
 app = typer.Typer(add_completion=False)
 
 

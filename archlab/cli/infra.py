@@ -201,7 +201,8 @@ def up(
              ("S3 endpoint", config.s3_endpoint)]
     try:
         code = run_supervisor(
-            service_specs(settings.api_port, settings.ui_port, settings.metrics_base_port),
+            service_specs(settings.api_port, settings.ui_port, settings.metrics_base_port,
+                          settings.notebook_port),
             _services_environment(settings, config), NativeStack(config).stop, root=config.root,
             start_infra=lambda: _start_infra(settings, bootstrap=True), links=links,
         )

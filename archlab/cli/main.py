@@ -10,6 +10,7 @@ import asyncio
 
 import typer
 
+from archlab.cli.backfill import run_backfill
 from archlab.cli.common import console, load_settings
 from archlab.cli.infra import UP_EPILOG, down, infra_app, up
 from archlab.cli.produce import produce, replay
@@ -26,6 +27,7 @@ app.command(help="Start Kafka, MinIO and every service in the foreground; Ctrl-C
 app.command(help="Stop everything `lab up` started.")(down)
 for command in (produce, replay, tail, status, tables, history):
     app.command()(command)
+app.command("backfill")(run_backfill)
 
 
 @infra_app.command("init")

@@ -105,6 +105,12 @@ class Settings(LakeSettings):
         168, ge=1, description="Hours of table history (log entries, time travel) kept before cleanup")
 
 
+class NotebookSettings(Settings):
+    """What the notebooks in notebooks/ read: the pipeline's settings and the dataset they show."""
+
+    notebook_dataset: str = Field("orders", description="Dataset the notebooks show (a contract in contracts/)")
+
+
 def env_file() -> Path | None:
     """The dotenv file :func:`load_settings` reads: ``LAB_ENV_FILE`` if set (empty: none), else ``.env``."""
     configured = os.environ.get(ENV_FILE_VARIABLE)

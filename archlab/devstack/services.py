@@ -46,6 +46,9 @@ SERVICES: tuple[Service, ...] = (
     Service("ui", "streamlit", args=("run", "ui/app.py"),
             local_flags=("--server.headless", "true", "--server.address", "127.0.0.1"),
             metrics=False, http_port_env="STREAMLIT_SERVER_PORT", http_title="dashboard"),
+    # JupyterLab over notebooks/; it asks for LAB_NOTEBOOK_TOKEN (in .env) and serves no metrics.
+    Service("notebooks", "services.notebooks", metrics=False, http_port_env="LAB_NOTEBOOK_PORT",
+            http_title="notebooks", http_path="/lab"),
 )
 PIPELINE_SERVICES: tuple[str, ...] = tuple(service.name for service in SERVICES if service.pipeline)
 

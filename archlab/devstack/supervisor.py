@@ -61,6 +61,7 @@ class SupervisorSettings(StackSettings):
 
     api_port: int = Field(8000, ge=1, le=65535, description="Port of the query API")
     ui_port: int = Field(8501, ge=1, le=65535, description="Port of the dashboard")
+    notebook_port: int = Field(8888, ge=1, le=65535, description="Port of JupyterLab (the notebooks)")
     metrics_base_port: int = Field(9101, ge=1, le=65535,
                                    description="Services get consecutive Prometheus metrics ports from here")
 
@@ -96,10 +97,10 @@ class ServiceSpec:
 
 
 def service_specs(
-    api_port: int = 8000, ui_port: int = 8501, metrics_base_port: int = 9101
+    api_port: int = 8000, ui_port: int = 8501, metrics_base_port: int = 9101, notebook_port: int = 8888
 ) -> list[ServiceSpec]:
     """Every service of the system, in start order; metrics ports count up from ``metrics_base_port``."""
-    http_ports = {"api": api_port, "ui": ui_port}
+    http_ports = {"api": api_port, "ui": ui_port, "notebooks": notebook_port}
     specs = []
     next_metrics_port = metrics_base_port
     for service in SERVICES:

@@ -37,6 +37,7 @@ class SparkSettings(LakeSettings):
     stack_home: Path = Field(PROJECT_ROOT / ".stack",
                              description="Cache folder `make provision` fills (Spark jars under spark/jars)")
     spark_driver_memory: str = Field("1g", description="Heap of the local Spark driver (spark.driver.memory)")
+    spark_master: str = Field("local[2]", description="Spark master URL: local[N], or a cluster's spark://host:port")
 
     @property
     def spark_jars_dir(self) -> Path:
@@ -79,7 +80,7 @@ def spark_session(settings: SparkSettings, app_name: str = "archlab-outside-read
         "attempts.maximum": "3",
     }
     builder = (
-        SparkSession.builder.master("local[2]").appName(app_name)
+        SparkSession.builder.master(settings.spark_master).appName(app_name)
         .config("spark.jars", ",".join(str(jar) for jar in jars))
         .config("spark.driver.memory", settings.spark_driver_memory)
         # Tuned for short sessions over small tables on a busy 2-core machine, where compiling is the

@@ -16,8 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
+from dotenv import dotenv_values
 
 from archlab.core.settings import PROJECT_ROOT
 from archlab.devstack.launcher import is_running, kill_group_or_process, port_open
@@ -90,8 +92,8 @@ class Lab:
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
     """A session's settings; teardown stops whatever a failed test left running."""
-    kafka, controller, minio, console, api, ui = free_ports(6)
-    specs = service_specs(api, ui, _free_port_block(len(service_specs())))
+    kafka, controller, minio, console, api, ui, notebooks = free_ports(7)
+    specs = service_specs(api, ui, _free_port_block(len(service_specs())), notebooks)
     root = tmp_path / "stack"
     env = {
         **os.environ,
@@ -103,6 +105,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         "LAB_MINIO_CONSOLE_PORT": str(console),
         "LAB_API_PORT": str(api),
         "LAB_UI_PORT": str(ui),
+        "LAB_NOTEBOOK_PORT": str(notebooks),
         "LAB_METRICS_BASE_PORT": str(specs[0].metrics_port),
     }
     config = StackConfig(root, kafka_port=kafka, kafka_controller_port=controller, minio_port=minio,
@@ -175,10 +178,29 @@ def _assert_nothing_left(lab: Lab, processes: list[psutil.Process]) -> None:
     assert not pid_files, f"pid files left in {run_dir}: {pid_files}"
 
 
+def _assert_notebooks_need_the_token(lab: Lab) -> None:
+    """JupyterLab under `make up` refuses a visitor without the token of .env and serves one with it."""
+    port = next(spec.http_port for spec in lab.services if spec.name == "notebooks")
+    token = dotenv_values(PROJECT_ROOT / ".env").get("LAB_NOTEBOOK_TOKEN")
+    assert token, "`make up` left .env without a LAB_NOTEBOOK_TOKEN"
+    base = f"http://127.0.0.1:{port}"
+    page = httpx.get(f"{base}/lab", timeout=10)
+    assert page.status_code == 302 and "/login" in page.headers["location"], (page.status_code, page.headers)
+    assert httpx.get(f"{base}/api/contents", timeout=10).status_code == 403
+    assert httpx.get(f"{base}/api/contents", headers={"Authorization": "token not-the-token"}, timeout=10
+                     ).status_code == 403
+    assert httpx.get(f"{base}/lab", params={"token": token}, timeout=10).status_code == 200
+    listing = httpx.get(f"{base}/api/contents", headers={"Authorization": f"token {token}"}, timeout=10)
+    assert listing.status_code == 200
+    served = {item["name"] for item in listing.json()["content"]}
+    assert {"01_spark_basics.ipynb", "02_explore_the_lake.ipynb"} <= served, served
+
+
 def test_make_down_stops_everything(lab: Lab) -> None:
     _start(lab)
     processes = _wait_running(lab)
     assert supervisor_pid_file(lab.root).exists()
+    _assert_notebooks_need_the_token(lab)
 
     down = subprocess.run(_make("down"), cwd=PROJECT_ROOT, env=lab.env, timeout=DOWN_TIMEOUT_S,
                           capture_output=True, text=True, check=False)

@@ -44,6 +44,9 @@ VERSIONS_ENV = ROOT / "infra" / "versions.env"
 BIN = Path(sys.executable).parent  # the venv's bin dir: check-jsonschema, hadolint, lab, streamlit
 
 PROJECT_IMAGE = "architecture-lab:latest"
+# Build targets of the Dockerfile and the tag of each: the notebook service runs the `notebooks` target
+# (the project image's stages plus Java, PySpark and the Spark jars, which the other services never carry).
+TARGET_IMAGES = {None: PROJECT_IMAGE, "notebooks": "architecture-lab-notebooks:latest"}
 LONG_RUNNING_RESTART = {"always", "unless-stopped", "on-failure"}
 SUBPROCESS_TIMEOUT_S = 60
 
@@ -543,8 +546,9 @@ def test_images_are_pinned() -> None:
     for name, svc in services().items():
         image = svc.get("image", "")
         if "build" in svc:
-            if image != PROJECT_IMAGE:
-                problems.append(f"{name}: a built service must be tagged {PROJECT_IMAGE} (got {image!r})")
+            expected = TARGET_IMAGES.get(build_target(svc["build"]))
+            if image != expected:
+                problems.append(f"{name}: a built service must be tagged {expected} (got {image!r})")
             continue
         last = image.rsplit("/", 1)[-1]
         tag = last.split(":", 1)[1] if ":" in last else ""
@@ -553,9 +557,21 @@ def test_images_are_pinned() -> None:
     assert not problems, "\n".join(problems)
 
 
+def build_target(build: object) -> str | None:
+    return build.get("target") if isinstance(build, Mapping) else None
+
+
+def build_source(build: object) -> object:
+    """What a service is built from, whichever target: ``build: .`` and ``{context: .}`` are the same."""
+    if isinstance(build, Mapping):
+        return {key: value for key, value in build.items() if key != "target"}
+    return None if build is None else {"context": build}
+
+
 def test_project_services_share_one_image_and_build() -> None:
     builds = {
-        name: json.dumps(services()[name].get("build"), sort_keys=True) for name in project_service_names()
+        name: json.dumps(build_source(services()[name].get("build")), sort_keys=True)
+        for name in project_service_names()
     }
     assert len(set(builds.values())) == 1 and "null" not in builds.values(), f"builds differ: {builds}"
     expected = {"init"} | written_services()

@@ -315,7 +315,12 @@ class GoldEncoder:
         """Per aggregate table, the latest update of each window and group among ``records`` (a merge
         takes one source row per key)."""
         dataset = names.dataset_of(records[0].topic)
-        rows = from_wire_json([r.value for r in records if r.value is not None], self._contracts[dataset].gold_schema)
+        return self.tables(dataset, [r.value for r in records if r.value is not None])
+
+    def tables(self, dataset: str, values: list[bytes]) -> dict[str, pa.Table]:
+        """Gold records (wire JSON) as rows of their aggregates' tables, the latest per window and group;
+        the stream's sink and a batch rebuild (``archlab.batch``) shape gold rows alike."""
+        rows = from_wire_json(values, self._contracts[dataset].gold_schema)
         out = {}
         for name, target in self._targets[dataset].items():
             mine = rows.filter(pc.equal(rows["aggregate"], name))

@@ -51,11 +51,15 @@ class RuleOutcome:
 
 @dataclass(frozen=True)
 class RefineResult:
-    """One refined batch: valid rows in ``contract.silver_schema``, the rest in ``QUARANTINE_SCHEMA``."""
+    """One refined batch: valid rows in ``contract.silver_schema``, the rest in ``QUARANTINE_SCHEMA``.
+
+    ``invalid_event_time`` is the event time of each invalid row as far as it could be read (null where
+    not): a batch rebuild (``archlab.batch``) files a quarantined record by it, the stream ignores it."""
 
     valid: pa.Table
     invalid: pa.Table
     rules: dict[str, RuleOutcome]
+    invalid_event_time: pa.Array | pa.ChunkedArray
 
 
 def _join(*parts: str | pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
@@ -107,10 +111,12 @@ class Refiner:
             for i in range(len(self._checks))
         ]
         valid = out["lab_valid"].to_numpy(zero_copy_only=False)
+        invalid_rows = np.flatnonzero(~valid)
         return RefineResult(
             valid=self._valid(out, raw, valid),
-            invalid=self._invalid(out, raw, _array(value), np.flatnonzero(~valid), fails),
+            invalid=self._invalid(out, raw, _array(value), invalid_rows, fails),
             rules=self._outcomes(out, fails),
+            invalid_event_time=out[self.contract.event_time].take(invalid_rows),
         )
 
     def _valid(self, out: pa.Table, raw: pa.Table, valid: np.ndarray) -> pa.Table:

@@ -44,8 +44,19 @@ class SilverEncoder:
         dataset = names.dataset_of(records[0].topic)
         contract = self._contracts[dataset]
         rows = silver_from_json([r.value for r in records], contract)
-        stamps = pc.coalesce(rows[contract.event_time], rows[KAFKA_TIMESTAMP].cast(rows[contract.event_time].type))
-        return {names.table_path(self.layer, dataset): _dated(rows, stamps)}
+        return {names.table_path(self.layer, dataset): dated_silver(rows, contract)}
+
+
+def dated_silver(rows: pa.Table, contract: Contract) -> pa.Table:
+    """Silver rows with their date partition: the event date, the arrival date where an event has no time
+    (the stream's sink and a batch rebuild file rows alike)."""
+    stamps = pc.coalesce(rows[contract.event_time], rows[KAFKA_TIMESTAMP].cast(rows[contract.event_time].type))
+    return _dated(rows, stamps)
+
+
+def dated_quarantine(rows: pa.Table) -> pa.Table:
+    """Quarantine rows with their date partition, the arrival (Kafka) date."""
+    return _dated(rows, rows["kafka_timestamp"])
 
 
 class QuarantineEncoder:
@@ -58,7 +69,7 @@ class QuarantineEncoder:
 
     def encode(self, records: Sequence[ConsumerRecord]) -> dict[str, pa.Table]:
         rows = quarantine_from_json([r.value for r in records])
-        return {names.table_path(self.layer, names.dataset_of(records[0].topic)): _dated(rows, rows["kafka_timestamp"])}
+        return {names.table_path(self.layer, names.dataset_of(records[0].topic)): dated_quarantine(rows)}
 
 
 class DqEncoder:

@@ -1,0 +1,1 @@
+"""notebooks: JupyterLab over notebooks/, with the project's library, DuckDB and PySpark in its kernels."""
