@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from archlab.core import names
 from archlab.core.settings import ConfigurationError, load_settings
 from ui import format as fmt
 from ui.client import ApiClient, ApiUnavailable
@@ -99,6 +100,14 @@ def quality_start() -> str:
     return iso(datetime.now(UTC).replace(second=0, microsecond=0) - HISTORY)
 
 
+def committed(moment: str | None, now: datetime) -> str:
+    """A table's last commit as its time and age: ``14:05:09 UTC (12 s ago)``."""
+    if moment is None:
+        return fmt.MISSING
+    ago = fmt.age((now - datetime.fromisoformat(moment)).total_seconds())
+    return f"{fmt.clock(moment, seconds=True)} UTC ({ago} ago)"
+
+
 def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -172,8 +181,8 @@ def charts_panel(dataset: str, info: dict[str, Any], formats: dict[str, dict[str
                 st.caption(f"`{series['name']}` by {split or 'nothing'} · {fmt.number(len(frame))} windows "
                            f"since {fmt.clock(start)} UTC")
     with right:
-        names = list(aggregates)
-        breakdown = aggregates[st.session_state.get("breakdown_aggregate") or names[min(1, len(names) - 1)]]
+        default = list(aggregates)[min(1, len(aggregates) - 1)]
+        breakdown = aggregates[st.session_state.get("breakdown_aggregate") or default]
         measure_b = st.session_state.get("breakdown_measure") or breakdown["measures"][0]["name"]
         by = (breakdown["dimensions"] or [None])[0]
         format_b = formats[breakdown["name"]].get(measure_b, fmt.NumberFormat(2))
@@ -237,14 +246,13 @@ def tables_panel(dataset: str) -> None:
     st.table(pd.DataFrame([{
         "table": t["table"], "version": fmt.number(t["version"]), "files": fmt.number(t["files"]),
         "rows": fmt.number(t["rows"]), "size": fmt.size(t["bytes"]),
-        "last commit": fmt.MISSING if t["last_commit"] is None else
-        f"{fmt.clock(t['last_commit'], seconds=True)} UTC ({fmt.age((now - datetime.fromisoformat(t['last_commit'])).total_seconds())} ago)",
+        "last commit": committed(t["last_commit"], now),
     } for t in tables], columns=["table", "version", "files", "rows", "size", "last commit"]).set_index("table"))
     paths = [t["table"] for t in tables]
     if not paths:
         return
-    chosen = st.selectbox("History of", paths, index=paths.index("silver/" + dataset) if "silver/" + dataset in paths
-                          else 0, key="history_table")
+    silver = names.table_path("silver", dataset)
+    chosen = st.selectbox("History of", paths, index=paths.index(silver) if silver in paths else 0, key="history_table")
     history = read(("history", chosen), lambda: client().history(chosen))
     if status("history", history) and history.value:
         st.table(pd.DataFrame([{
