@@ -41,6 +41,7 @@ RUN --mount=type=cache,target=/tmp/uv-cache,uid=10001,gid=10001 \
 COPY --chown=10001:10001 archlab/ archlab/
 COPY --chown=10001:10001 services/ services/
 COPY --chown=10001:10001 ui/ ui/
+COPY --chown=10001:10001 .streamlit/ .streamlit/
 COPY --chown=10001:10001 contracts/ contracts/
 RUN --mount=type=cache,target=/tmp/uv-cache,uid=10001,gid=10001 \
     uv sync --frozen --no-dev

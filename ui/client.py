@@ -48,3 +48,9 @@ class ApiClient:
 
     def pipeline(self) -> dict[str, Any]:
         return self.get("/v1/pipeline")
+
+    def tables(self) -> dict[str, Any]:
+        return self.get("/v1/tables")
+
+    def history(self, table: str, limit: int = 10) -> list[dict[str, Any]]:
+        return self.get(f"/v1/tables/{table}/history", limit=limit)["commits"]

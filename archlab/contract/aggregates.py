@@ -20,7 +20,8 @@ GOLD_COLUMNS = ("aggregate", "window_start", "window_end", "events", "late_event
 class Measure(BaseModel):
     """One figure of an aggregate window, e.g. ``{name: revenue_eur, fn: sum, field: amount_eur}``.
 
-    ``ratio`` divides two other measures of the same aggregate.
+    ``ratio`` divides two other measures of the same aggregate. ``unit`` says what the figure counts in
+    (an ISO 4217 currency such as ``EUR`` makes it money), so that readers format it without guessing.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -30,6 +31,7 @@ class Measure(BaseModel):
     field: str | None = None
     condition: str | None = None
     of: tuple[str, str] | None = None
+    unit: Annotated[str, Field(min_length=1, max_length=16)] | None = None
     description: str = ""
 
     @model_validator(mode="after")
@@ -105,6 +107,7 @@ def aggregate_problems(aggregates: list[Aggregate], columns: dict[str, str]) -> 
     names = [a.name for a in aggregates]
     problems += [f"aggregates.{n}: aggregate name used more than once" for n in sorted(set(names)) if names.count(n) > 1]
     outputs: dict[str, tuple[str, str]] = {}  # gold column -> (type, where)
+    units: dict[str, tuple[str | None, str]] = {}  # measure name -> (unit, where)
     for aggregate in aggregates:
         where = f"aggregates.{aggregate.name}"
         for dim in aggregate.group_by:
@@ -129,6 +132,9 @@ def aggregate_problems(aggregates: list[Aggregate], columns: dict[str, str]) -> 
                              for name in measure.of if name not in measures or name == measure.name]
             if measure.name in GOLD_COLUMNS:
                 problems.append(f"{at}: name {measure.name!r} is reserved for gold bookkeeping")
+            unit = units.setdefault(measure.name, (measure.unit, at))
+            if unit[0] != measure.unit:
+                problems.append(f"{at}: unit {measure.unit!r}, but {unit[1]} of the same name has {unit[0]!r}")
             out = measure_type(measure, columns)
             if out is not None:
                 previous = outputs.setdefault(measure.name, (out, at))

@@ -511,3 +511,39 @@ def test_openapi_names_the_contract_dimensions(served: Served) -> None:
     assert {"from", "to", "limit", "cursor", "category", "country"} <= names
     dataset_param = next(p for p in parameters if p["name"] == "dataset")
     assert dataset_param["schema"]["enum"] == [served.dataset]
+
+
+async def test_tables_list_every_lake_table_with_its_history(served: Served, client: httpx.Client) -> None:
+    listed = client.get("/v1/tables").json()
+    assert listed["sampled_at"] is not None
+    rows = {row["table"]: row for row in listed["tables"]}
+    assert set(rows) == {row["table"] for row in client.get("/v1/pipeline").json()["lake"]}
+    silver = names.table_path("silver", served.dataset)
+    assert rows[silver]["version"] is not None and rows[silver]["rows"] > 0
+    body = client.get(f"/v1/tables/{silver}/history", params={"limit": 5}).json()
+    table = delta_table(served, "silver")
+    # the table may have moved on since the answer: compare the commits it listed
+    expected = {c["version"]: c for c in table.history(table.version() + 1)}
+    assert 1 <= len(body["commits"]) <= 5 and body["table"] == silver
+    for commit in body["commits"]:
+        own = expected[commit["version"]]
+        assert commit["operation"] == own["operation"]
+        assert commit["timestamp"] == _iso(datetime.fromtimestamp(own["timestamp"] / 1000, UTC))
+        assert commit["metrics"].get("num_added_rows") == own.get("operationMetrics", {}).get("num_added_rows")
+    assert [c["version"] for c in body["commits"]] == sorted((c["version"] for c in body["commits"]), reverse=True)
+    assert client.get("/v1/tables/silver/nope/history").status_code == 404
+
+
+async def test_kpis_compare_the_newest_complete_window_with_the_one_before(served: Served, client: httpx.Client) -> None:
+    minute = next(p for p in client.get(f"/v1/datasets/{served.dataset}/kpis").json()["periods"]
+                  if p["period"] == "minute")
+    complete = minute["complete"]
+    latest = datetime.fromisoformat(minute["window_start"])
+    start = datetime.fromisoformat(complete["window_start"])
+    assert start == (latest if minute["final"] else latest - timedelta(minutes=1))
+    rows = lake_gold(served, "by_category_1m")
+    for figure in complete["figures"]:
+        now = sum(r[figure["name"]] for r in rows if _iso(r["window_start"]) == _iso(start))
+        before = sum(r[figure["name"]] for r in rows
+                     if _iso(r["window_start"]) == _iso(start - timedelta(minutes=1)))
+        assert (figure["value"], figure["previous"]) == (_api_value(now), _api_value(before)), figure

@@ -6,6 +6,7 @@ and what the problem is, one line per problem: ``<file>: <location>: <problem>``
 
 from __future__ import annotations
 
+import shutil
 from datetime import timedelta
 from pathlib import Path
 
@@ -224,3 +225,18 @@ def test_dataset_must_match_file_name(good_dir: Path) -> None:
 def test_missing_contract_is_named(tmp_path: Path) -> None:
     with pytest.raises(ContractError, match="no contract for dataset 'ghost'"):
         load_contracts(tmp_path, ["ghost"])
+
+
+def test_measure_units_are_read_and_must_agree_across_aggregates(tmp_path: Path) -> None:
+    contract = load_contract(CONTRACTS / "orders.yaml")
+    units = {(a.name, m.name): m.unit for a in contract.aggregates for m in a.measures}
+    assert units[("totals_1h", "revenue_eur")] == units[("by_country_1m", "revenue_eur")] == "EUR"
+    assert units[("totals_1h", "orders")] is None
+    shutil.copytree(CONTRACTS / "reference", tmp_path / "reference")
+    text = (CONTRACTS / "orders.yaml").read_text()
+    changed = text.replace("{name: revenue_eur, fn: sum, field: amount_eur, unit: EUR}",
+                           "{name: revenue_eur, fn: sum, field: amount_eur, unit: USD}")
+    assert changed != text
+    (tmp_path / "orders.yaml").write_text(changed)
+    with pytest.raises(ContractError, match=r"aggregates\.totals_1h\.measures\.revenue_eur: unit 'USD'"):
+        load_contract(tmp_path / "orders.yaml")

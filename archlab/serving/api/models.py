@@ -21,6 +21,8 @@ class MeasureInfo(BaseModel):
     name: str
     fn: str
     description: str
+    type: str | None = Field(description="The figure's contract type: int, float or decimal(p,s)")
+    unit: str | None = Field(description="What the figure counts in, from the contract (an ISO 4217 code is money)")
 
 
 class AggregateInfo(BaseModel):
@@ -74,6 +76,15 @@ class Figure(BaseModel):
     change_pct: float | None
 
 
+class CompleteWindow(BaseModel):
+    """The newest complete window (final, or followed by a newer one) against the window before it."""
+
+    window_start: str
+    window_end: str
+    previous_window_start: str | None
+    figures: list[Figure]
+
+
 class Period(BaseModel):
     period: Literal["minute", "hour"]
     aggregate: str
@@ -81,7 +92,9 @@ class Period(BaseModel):
     window_end: str | None
     previous_window_start: str | None
     final: bool | None
-    figures: list[Figure]
+    figures: list[Figure] = Field(description="The newest window, which may have just opened, against the one before")
+    complete: CompleteWindow | None = Field(description="Like with like: the newest complete window against the "
+                                                        "one before; null until there is one")
 
 
 class Kpis(BaseModel):
@@ -163,6 +176,26 @@ class Pipeline(BaseModel):
     services: list[ServiceHealth]
     topics: list[TopicRate]
     lake: list[LakeTable]
+
+
+class LakeTables(BaseModel):
+    sampled_at: str | None
+    tables: list[LakeTable]
+
+
+class Commit(BaseModel):
+    """One commit of a Delta table, from its log."""
+
+    version: int | None
+    timestamp: str | None
+    operation: str
+    parameters: dict[str, str]
+    metrics: dict[str, int | float]
+
+
+class TableHistory(BaseModel):
+    table: str
+    commits: list[Commit]
 
 
 class Health(BaseModel):

@@ -146,29 +146,39 @@ def kpis(view: GoldView) -> dict[str, Any]:
 
 
 def _period(view: GoldView, label: str, aggregate: Aggregate) -> dict[str, Any]:
+    """The newest window against the one before it (``figures``: the newest may have just opened), and
+    the newest complete window against the one before it (``complete``: like with like). A window is
+    complete once it is final, or once a newer window exists (event time has passed its end)."""
     measures = headline_measures(aggregate)
     out: dict[str, Any] = {"period": label, "aggregate": aggregate.name, "window_start": None, "window_end": None,
-                           "previous_window_start": None, "final": None, "figures": []}
+                           "previous_window_start": None, "final": None, "figures": [], "complete": None}
     table = view.snapshot.table(aggregate.name)
     if table is None or table.num_rows == 0:
         return out
     grouped = bool(aggregate.group_by)
     combined = [f"{_combine(m, grouped)} AS {quote(m.name)}" for m in measures]
     sql = (f"WITH latest AS (SELECT max(window_start) AS ws FROM snap) "
-           f"SELECT window_start = (SELECT ws FROM latest) AS is_current, {iso('window_start')}, "
-           f"{iso('window_end')}, bool_and(final), sum(events) AS events, {', '.join(combined)} "
-           f"FROM snap WHERE window_start = (SELECT ws FROM latest) "
-           f"OR window_start = (SELECT ws FROM latest) - ?::INTERVAL GROUP BY window_start, window_end")
-    rows = SQL.query(sql, [aggregate.window], snap=table)
-    current = next(r for r in rows if r[0])
-    previous = next((r for r in rows if not r[0]), None)
-    out.update(window_start=current[1], window_end=current[2], final=current[3],
-               previous_window_start=previous[1] if previous else None)
+           f"SELECT window_start, {iso('window_start')}, {iso('window_end')}, bool_and(final), sum(events) AS events, "
+           f"{', '.join(combined)} FROM snap WHERE window_start IN ((SELECT ws FROM latest), "
+           f"(SELECT ws FROM latest) - ?::INTERVAL, (SELECT ws FROM latest) - ?::INTERVAL) "
+           f"GROUP BY window_start, window_end ORDER BY window_start DESC")
+    rows = SQL.query(sql, [aggregate.window, 2 * aggregate.window], snap=table)
+    by_start = {r[0]: r for r in rows}
     names = ["events", *(m.name for m in measures)]
-    for i, name in enumerate(names):
-        value = current[4 + i]
-        before = previous[4 + i] if previous else None
-        out["figures"].append(_figure(name, value, before))
+
+    def compared(current: tuple[Any, ...], previous: tuple[Any, ...] | None) -> list[dict[str, Any]]:
+        return [_figure(name, current[4 + i], previous[4 + i] if previous else None) for i, name in enumerate(names)]
+
+    current = rows[0]
+    previous = by_start.get(current[0] - aggregate.window)
+    out.update(window_start=current[1], window_end=current[2], final=current[3],
+               previous_window_start=previous[1] if previous else None, figures=compared(current, previous))
+    complete = current if current[3] else previous
+    if complete is not None:
+        before = by_start.get(complete[0] - aggregate.window)
+        out["complete"] = {"window_start": complete[1], "window_end": complete[2],
+                           "previous_window_start": before[1] if before else None,
+                           "figures": compared(complete, before)}
     return out
 
 

@@ -2,8 +2,8 @@
 
 from fastapi import APIRouter
 
-from archlab.serving.api.routes import aggregates, datasets, health, kpis, pipeline, quality
+from archlab.serving.api.routes import aggregates, datasets, health, kpis, pipeline, quality, tables
 
 api_router = APIRouter()
-for resource in (datasets, aggregates, kpis, quality, pipeline, health):
+for resource in (datasets, aggregates, kpis, quality, pipeline, tables, health):
     api_router.include_router(resource.router)
