@@ -15,8 +15,6 @@ the same whatever the engine, and the driver commits it (delta-rs: the one write
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -145,11 +143,8 @@ def rebuild_spark(spark: SparkSession, settings: SparkSettings, snapshot: Snapsh
 
 
 def session(settings: SparkSettings) -> tuple[SparkSession, float]:
-    """The Spark session (``LAB_SPARK_MASTER``, local by default) and the seconds it took to start.
-
-    Its Python workers run this interpreter (they import archlab and pyarrow), unless ``PYSPARK_PYTHON``
-    names another one (a cluster's); PySpark would otherwise start whatever ``python3`` is on the PATH."""
+    """The Spark session (``LAB_SPARK_MASTER``, local by default; workers run ``LAB_SPARK_PYTHON``) and
+    the seconds it took to start."""
     started = time.perf_counter()
     spark = spark_session(settings, app_name="archlab-backfill")
-    spark.sparkContext.pythonExec = os.environ.get("PYSPARK_PYTHON", sys.executable)
     return spark, time.perf_counter() - started

@@ -12,6 +12,7 @@ the conditional puts delta-rs relies on, so a Spark writer beside the services c
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,8 @@ class SparkSettings(LakeSettings):
                              description="Cache folder `make provision` fills (Spark jars under spark/jars)")
     spark_driver_memory: str = Field("1g", description="Heap of the local Spark driver (spark.driver.memory)")
     spark_master: str = Field("local[2]", description="Spark master URL: local[N], or a cluster's spark://host:port")
+    spark_python: str = Field(sys.executable, description="Interpreter of Spark's Python workers (they import "
+                              "archlab and pyarrow): this one by default, a cluster's own there")
 
     @property
     def spark_jars_dir(self) -> Path:
@@ -103,4 +106,6 @@ def spark_session(settings: SparkSettings, app_name: str = "archlab-outside-read
         builder = builder.config(f"spark.hadoop.fs.s3a.{key}", value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
+    # PySpark would start whatever `python3` is first on the PATH (or $PYSPARK_PYTHON) for its workers.
+    session.sparkContext.pythonExec = settings.spark_python
     return session
