@@ -132,9 +132,10 @@ async def test_dirty_kinds_quarantined_with_reasons_and_valid_rows_typed(
                             "silver and quarantine on the lake")
     assert sorted(lake_lineage(tables, dataset)) == sorted(landed), "the lake's tables differ from the topics"
 
-    def dq_counts_duplicates() -> bool:
-        found = table_rows(tables, "dq", dataset, "sum(failed) FILTER (WHERE rule = 'duplicates')")
-        return bool(found) and found[0][0] == len(duplicates)
+    def dq_counts_duplicates() -> bool:  # failed: each duplicate; passed: each valid row seen first
+        found = table_rows(tables, "dq", dataset, "sum(failed) FILTER (WHERE rule = 'duplicates'), "
+                                                  "sum(passed) FILTER (WHERE rule = 'duplicates')")
+        return bool(found) and found[0] == (len(duplicates), len(silver))
 
     await asyncio.to_thread(wait_until, dq_counts_duplicates, 60, "the dq table to count every duplicate")
     assert refiner.terminate() == 0, refiner.log_tail()

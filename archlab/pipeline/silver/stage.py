@@ -180,7 +180,7 @@ class SilverRefiner(TransactionalProcessor):
             await self.senders[names.dedup_topic(dataset)].send_many(
                 changelog_keys, encode_event_ms(new_event_ms), changelog_partitions
             )
-        await self._send_quality(dataset, records, result.rules, duplicates)
+        await self._send_quality(dataset, records, result.rules, len(first) - duplicates, duplicates)
 
         REFINED.labels(dataset, "silver").inc(valid.num_rows)
         REFINED.labels(dataset, "quarantine").inc(result.invalid.num_rows)
@@ -204,17 +204,19 @@ class SilverRefiner(TransactionalProcessor):
         ]
 
     async def _send_quality(
-        self, dataset: str, records: list[ConsumerRecord], rules: dict[str, RuleOutcome], duplicates: int
+        self, dataset: str, records: list[ConsumerRecord], rules: dict[str, RuleOutcome], unique: int,
+        duplicates: int,
     ) -> None:
         """One ``dq`` row per check for this batch, stamped with the minute its first record arrived.
 
-        ``failed`` counts a check's failures (a row failing three checks counts in each of them).
+        ``failed`` counts a check's failures (a row failing three checks counts in each of them); the
+        de-duplication check passes the valid rows seen for the first time (``unique``).
         """
         first = min(max(records[0].timestamp // 60_000 * 60, CALENDAR_SECONDS[0]), CALENDAR_SECONDS[1] - 60)
         minute = datetime.fromtimestamp(first, UTC).isoformat().replace("+00:00", "Z")
         sender = self.senders[names.dq_topic(dataset)]
         rows = {name: (o.passed, o.failed, o.warned) for name, o in rules.items()}
-        rows["duplicates"] = (0, duplicates, 0)
+        rows["duplicates"] = (unique, duplicates, 0)
         for rule, (passed, failed, warned) in sorted(rows.items()):
             for outcome, count in (("passed", passed), ("failed", failed), ("warned", warned)):
                 if count:
