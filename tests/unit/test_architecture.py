@@ -76,3 +76,10 @@ def test_the_rule_sees_imports_inside_functions(tmp_path: Path) -> None:
     source = tmp_path / "m.py"
     source.write_text("def f():\n    from archlab.devstack import launcher\n    import archlab.cli.main\n")
     assert {package for package, _ in archlab_imports(source)} == {"devstack", "cli"}
+
+
+def test_test_modules_have_unique_names() -> None:
+    """pytest imports test files by basename (the test folders are not packages): two files of one name
+    in different folders break the collection of the whole suite."""
+    names = [path.name for path in (PROJECT_ROOT / "tests").rglob("test_*.py")]
+    assert len(names) == len(set(names)), sorted(name for name in set(names) if names.count(name) > 1)
