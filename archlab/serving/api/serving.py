@@ -4,32 +4,25 @@ fresh: the gold topic follower, the lake refresh, the snapshot rebuild and the p
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from deltalake import DeltaTable
 
 from archlab.contract import Contract, load_contracts
 from archlab.core.retry import backoff
 from archlab.lake.tables import Tables
 from archlab.serving.api.live import GoldFollower, Hub
 from archlab.serving.api.pipeline import PipelineMonitor
-from archlab.serving.api.quality import QualityFigures
 from archlab.serving.api.settings import ApiSettings
 from archlab.serving.api.store import GoldView
 
 log = structlog.get_logger("api")
 
-SNAPSHOT_TICK_S = 0.05
-"""How often the views are asked whether they changed (bounds the extra delay of a topic update); a view
-that did not change costs an attribute read, one that did is rebuilt once for all it received meanwhile."""
-SNAPSHOT_SPACING_S = 0.2
-"""The least time between two rebuilds of a view: a stream of small gold batches costs at most five
-rebuilds a second, not one per batch."""
+SNAPSHOT_TICK_S = 0.25
+"""How often topic updates are merged into the served snapshot (bounds their extra delay)."""
 
 
 @dataclass
@@ -42,8 +35,7 @@ class Serving:
     views: dict[str, GoldView]
     hub: Hub = field(default_factory=Hub)
     pages: OrderedDict[tuple[Any, ...], bytes] = field(default_factory=OrderedDict)
-    quality: dict[str, QualityFigures] = field(default_factory=dict)
-    table_handles: dict[str, DeltaTable] = field(default_factory=dict)  # kept up to date by whoever reads one
+    quality: dict[tuple[Any, ...], tuple[float, bytes]] = field(default_factory=dict)
     follower: GoldFollower | None = None
     monitor: PipelineMonitor | None = None
 
@@ -52,8 +44,7 @@ class Serving:
         """The contracts of ``settings.datasets`` and a gold view of each (nothing read yet)."""
         contracts = load_contracts(settings.contracts_dir, settings.datasets)
         tables = Tables.from_settings(settings)
-        return cls(settings, contracts, tables, {name: GoldView(c, tables) for name, c in contracts.items()},
-                   quality={name: QualityFigures(tables, name, settings.api_lake_refresh_s) for name in contracts})
+        return cls(settings, contracts, tables, {name: GoldView(c, tables) for name, c in contracts.items()})
 
 
 def start_background(serving: Serving) -> list[asyncio.Task[None]]:
@@ -69,14 +60,10 @@ def start_background(serving: Serving) -> list[asyncio.Task[None]]:
             await asyncio.sleep(settings.api_lake_refresh_s)
 
     async def rebuild_snapshots() -> None:
-        """A thread hop only when a view changed: idle, a tick costs a few attribute reads."""
-        rebuilt_at: dict[str, float] = {}
         while True:
-            for name, view in serving.views.items():
+            for view in serving.views.values():
                 view.expire_live(settings.api_live_ttl_s)
-                if view.changed.is_set() and time.monotonic() - rebuilt_at.get(name, float("-inf")) >= SNAPSHOT_SPACING_S:
-                    rebuilt_at[name] = time.monotonic()
-                    await asyncio.to_thread(view.rebuild, settings.api_live_ttl_s)
+                await asyncio.to_thread(view.rebuild)
             await asyncio.sleep(SNAPSHOT_TICK_S)
 
     jobs: dict[str, Callable[[], Awaitable[None]]] = {
