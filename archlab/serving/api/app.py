@@ -30,6 +30,7 @@ def create_app(settings: ApiSettings, *, background: bool = True) -> FastAPI:
             yield
         finally:
             serving.hub.close()
+            serving.alerts.hub.close()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

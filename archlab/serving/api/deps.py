@@ -6,7 +6,7 @@ dependency per request for work that never blocks.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import orjson
@@ -14,6 +14,7 @@ from fastapi import Depends, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
 from archlab.contract import Aggregate
+from archlab.contract.types import parse_duration
 from archlab.serving.api.queries import TimeRange
 from archlab.serving.api.serving import Serving
 from archlab.serving.api.store import BadAsOf, GoldView, parse_as_of
@@ -119,3 +120,34 @@ async def get_as_of(
 
 
 AsOf = Annotated[int | datetime | None, Depends(get_as_of)]
+
+
+async def get_dataset_filter(
+    serving: ServingDep,
+    dataset: Annotated[str | None, Query(max_length=200, description="Only this dataset's (all datasets if absent)")] = None,
+) -> str | None:
+    if dataset is not None and dataset not in serving.contracts:
+        raise invalid("query", "dataset", f"unknown dataset {dataset!r}; known: {', '.join(serving.contracts)}", dataset)
+    return dataset
+
+
+DatasetFilter = Annotated[str | None, Depends(get_dataset_filter)]
+
+
+MAX_RECENT = timedelta(days=366)
+
+
+async def get_recent(
+    recent: Annotated[str, Query(max_length=16, description=(
+        "How long resolved alerts stay listed after they resolved: 90s, 15m, 24h, 7d (at most 366d)"))] = "24h",
+) -> timedelta:
+    try:
+        window = parse_duration(recent)
+    except (ValueError, OverflowError) as exc:
+        raise invalid("query", "recent", str(exc), recent) from None
+    if not isinstance(window, timedelta) or window > MAX_RECENT:
+        raise invalid("query", "recent", f"{recent!r} is not a duration of at most {MAX_RECENT.days}d", recent)
+    return window
+
+
+Recent = Annotated[timedelta, Depends(get_recent)]

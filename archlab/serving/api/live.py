@@ -3,6 +3,7 @@ next lake flush: each record goes into the dataset's :class:`GoldView` and to th
 
 No consumer group: every API instance reads every partition itself and commits nothing. On start it
 goes back ``LAB_API_LIVE_LOOKBACK_S`` on the topic, which covers what the lake may not hold yet.
+:class:`TopicFollower` and :class:`Hub` are the mechanism, shared with the alerts follower (``alerts.py``).
 """
 
 from __future__ import annotations
@@ -42,9 +43,9 @@ def item_of(row: dict[str, Any], group_by: list[str], measures: list[str]) -> di
 
 
 class Subscription:
-    """One open stream's queue of gold updates, registered with the hub from its creation on."""
+    """One open stream's queue of updates, registered with the hub from its creation on."""
 
-    def __init__(self, hub: Hub, key: tuple[str, str]) -> None:
+    def __init__(self, hub: Hub, key: tuple[str, ...]) -> None:
         self._hub = hub
         self._key = key
         self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE_SIZE)
@@ -59,27 +60,29 @@ class Subscription:
 
 
 class Hub:
-    """Fans gold updates out to the streams that want them (per dataset and aggregate)."""
+    """Fans updates out to the streams that want them, by key: gold updates by (dataset, aggregate)."""
 
     def __init__(self) -> None:
-        self._subscriptions: dict[tuple[str, str], set[Subscription]] = {}
+        self._subscriptions: dict[tuple[str, ...], set[Subscription]] = {}
 
-    def subscribe(self, dataset: str, aggregate: str) -> Subscription:
-        key = (dataset, aggregate)
+    def subscribe(self, *key: str) -> Subscription:
         subscription = Subscription(self, key)
         self._subscriptions.setdefault(key, set()).add(subscription)
         SUBSCRIBERS.inc()
         return subscription
 
-    def drop(self, key: tuple[str, str], subscription: Subscription) -> None:
+    def drop(self, key: tuple[str, ...], subscription: Subscription) -> None:
         if subscription in self._subscriptions.get(key, set()):
             self._subscriptions[key].discard(subscription)
             SUBSCRIBERS.dec()
 
     def publish(self, dataset: str, rows: list[dict[str, Any]]) -> None:
         for row in rows:
-            for subscription in self._subscriptions.get((dataset, row.get("aggregate", "")), ()):
-                _put(subscription.queue, row)
+            self.send((dataset, row.get("aggregate", "")), row)
+
+    def send(self, key: tuple[str, ...], item: dict[str, Any]) -> None:
+        for subscription in self._subscriptions.get(key, ()):
+            _put(subscription.queue, item)
 
     def close(self) -> None:
         """End every open stream (the server is stopping)."""
@@ -95,14 +98,17 @@ def _put(queue: asyncio.Queue[dict[str, Any] | None], item: dict[str, Any] | Non
     queue.put_nowait(item)
 
 
-class GoldFollower:
-    """Reads the gold topics of every dataset and feeds the views and the hub."""
+class TopicFollower:
+    """Follows one topic per dataset without a consumer group (every API instance reads every partition
+    and commits nothing) and hands each partition's records to ``_take``. Subclasses say where to start
+    (``_seek``: the beginning, by default) and what a record means. ``ready`` is set once positioned,
+    ``caught_up`` once it has read what the topics held when it started."""
 
-    def __init__(self, settings: ApiSettings, views: dict[str, GoldView], hub: Hub) -> None:
+    def __init__(self, settings: ApiSettings, topics: dict[str, str]) -> None:
         self._settings = settings
-        self._views = views
-        self._hub = hub
+        self._topics = topics  # dataset -> its topic
         self.ready = asyncio.Event()
+        self.caught_up = asyncio.Event()
 
     async def run(self) -> None:
         consumer = make_consumer(self._settings, group_id=None, isolation_level="read_committed",
@@ -110,23 +116,41 @@ class GoldFollower:
         await consumer.start()
         try:
             partitions: list[TopicPartition] = []
-            for dataset in self._views:
-                partitions += await topic_partitions(self._settings, names.gold_topic(dataset))
+            for topic in self._topics.values():
+                partitions += await topic_partitions(self._settings, topic)
             consumer.assign(partitions)
-            await self._seek_back(consumer, partitions)
+            ends = await consumer.end_offsets(partitions)
+            await self._seek(consumer, partitions, ends)
             self.ready.set()
-            log.info("following gold topics", partitions=len(partitions))
+            log.info("following topics", topics=sorted(self._topics.values()), partitions=len(partitions))
             while True:
                 batches = await consumer.getmany(timeout_ms=200, max_records=5000)
                 for tp, records in batches.items():
                     self._take(names.dataset_of(tp.topic), records)
+                if not self.caught_up.is_set() and all([await consumer.position(tp) >= ends[tp] for tp in partitions]):
+                    self.caught_up.set()
         finally:
             await consumer.stop()
 
-    async def _seek_back(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+    async def _seek(self, consumer: Any, partitions: list[TopicPartition], ends: dict[TopicPartition, int]) -> None:
+        await consumer.seek_to_beginning(*partitions)
+
+    def _take(self, dataset: str, records: list[Any]) -> None:
+        raise NotImplementedError
+
+
+class GoldFollower(TopicFollower):
+    """Reads the gold topics of every dataset and feeds the views and the hub."""
+
+    def __init__(self, settings: ApiSettings, views: dict[str, GoldView], hub: Hub) -> None:
+        super().__init__(settings, {dataset: names.gold_topic(dataset) for dataset in views})
+        self._views = views
+        self._hub = hub
+
+    async def _seek(self, consumer: Any, partitions: list[TopicPartition], ends: dict[TopicPartition, int]) -> None:
+        """``LAB_API_LIVE_LOOKBACK_S`` back: what the lake may not hold yet."""
         since = int((time.time() - self._settings.api_live_lookback_s) * 1000)
         offsets = await consumer.offsets_for_times({tp: since for tp in partitions})
-        ends = await consumer.end_offsets(partitions)
         for tp in partitions:
             found = offsets.get(tp)
             consumer.seek(tp, found.offset if found is not None else ends[tp])

@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from archlab.core.alerts import Alert
+
 Value = int | float | str | bool | None
 
 
@@ -196,6 +198,13 @@ class Commit(BaseModel):
 class TableHistory(BaseModel):
     table: str
     commits: list[Commit]
+
+
+class Alerts(BaseModel):
+    """Open alerts first, then the recently resolved ones, each newest first (the observer's records)."""
+
+    open: int = Field(description="How many of the listed alerts are open")
+    alerts: list[Alert]
 
 
 class Health(BaseModel):

@@ -1,5 +1,6 @@
 """What the routes read (one ``Serving`` per application) and the background jobs that keep it
-fresh: the gold topic follower, the lake refresh, the snapshot rebuild and the pipeline monitor."""
+fresh: the gold topic follower, the lake refresh, the snapshot rebuild, the pipeline monitor and the
+alerts follower."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import structlog
 from archlab.contract import Contract, load_contracts
 from archlab.core.retry import backoff
 from archlab.lake.tables import Tables
+from archlab.serving.api.alerts import AlertBook, AlertFollower
 from archlab.serving.api.live import GoldFollower, Hub
 from archlab.serving.api.pipeline import PipelineMonitor
 from archlab.serving.api.settings import ApiSettings
@@ -34,17 +36,20 @@ class Serving:
     tables: Tables
     views: dict[str, GoldView]
     hub: Hub = field(default_factory=Hub)
+    alerts: AlertBook = field(default_factory=AlertBook)
     pages: OrderedDict[tuple[Any, ...], bytes] = field(default_factory=OrderedDict)
     quality: dict[tuple[Any, ...], tuple[float, bytes]] = field(default_factory=dict)
     follower: GoldFollower | None = None
     monitor: PipelineMonitor | None = None
+    alert_follower: AlertFollower | None = None
 
     @classmethod
     def from_settings(cls, settings: ApiSettings) -> Serving:
         """The contracts of ``settings.datasets`` and a gold view of each (nothing read yet)."""
         contracts = load_contracts(settings.contracts_dir, settings.datasets)
         tables = Tables.from_settings(settings)
-        return cls(settings, contracts, tables, {name: GoldView(c, tables) for name, c in contracts.items()})
+        return cls(settings, contracts, tables, {name: GoldView(c, tables) for name, c in contracts.items()},
+                   alerts=AlertBook(settings.api_alerts_resolved_kept))
 
 
 def start_background(serving: Serving) -> list[asyncio.Task[None]]:
@@ -52,6 +57,7 @@ def start_background(serving: Serving) -> list[asyncio.Task[None]]:
     settings = serving.settings
     serving.follower = GoldFollower(settings, serving.views, serving.hub)
     serving.monitor = PipelineMonitor(settings, serving.tables, serving.contracts)
+    serving.alert_follower = AlertFollower(settings, list(serving.contracts), serving.alerts)
 
     async def refresh_lake() -> None:
         while True:
@@ -69,6 +75,7 @@ def start_background(serving: Serving) -> list[asyncio.Task[None]]:
     jobs: dict[str, Callable[[], Awaitable[None]]] = {
         "gold follower": serving.follower.run, "lake refresh": refresh_lake,
         "snapshot rebuild": rebuild_snapshots, "pipeline monitor": serving.monitor.run,
+        "alerts follower": serving.alert_follower.run,
     }
     return [asyncio.create_task(_keep_running(name, job)) for name, job in jobs.items()]
 

@@ -20,6 +20,9 @@ class ApiSettings(Settings):
     api_live_ttl_s: float = Field(
         300.0, gt=0, description="A gold update read from the topic is kept this long, then the lake is trusted"
     )
+    api_alerts_resolved_kept: int = Field(
+        200, ge=0, description="Resolved alerts kept in memory per dataset, the newest (every open alert is kept)"
+    )
     api_pipeline_poll_s: float = Field(5.0, gt=0, description="How often consumer lag and lake tables are sampled")
     api_service_groups: CommaList = Field(
         default_factory=lambda: ["bronze_sink", "silver_refiner", "gold_aggregator"],

@@ -2,8 +2,8 @@
 
 from fastapi import APIRouter
 
-from archlab.serving.api.routes import aggregates, datasets, health, kpis, pipeline, quality, tables
+from archlab.serving.api.routes import aggregates, alerts, datasets, health, kpis, pipeline, quality, tables
 
 api_router = APIRouter()
-for resource in (datasets, aggregates, kpis, quality, pipeline, tables, health):
+for resource in (datasets, aggregates, kpis, quality, alerts, pipeline, tables, health):
     api_router.include_router(resource.router)
