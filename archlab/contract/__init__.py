@@ -12,6 +12,7 @@ from here only.
 from archlab.contract.aggregates import Aggregate, Measure
 from archlab.contract.loading import load_contract, load_contracts
 from archlab.contract.model import ENGINE_CHECKS, KAFKA_TIMESTAMP, LINEAGE, Contract, ContractError, FieldSpec
+from archlab.contract.objectives import Objectives, RateObjective, VolumeObjective
 from archlab.contract.references import load_references
 from archlab.contract.types import base_type, decimal_digits, sql_type
 from archlab.core.sql import connect, quote
@@ -25,6 +26,9 @@ __all__ = [
     "ContractError",
     "FieldSpec",
     "Measure",
+    "Objectives",
+    "RateObjective",
+    "VolumeObjective",
     "base_type",
     "connect",
     "decimal_digits",

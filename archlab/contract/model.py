@@ -17,6 +17,7 @@ import pyarrow as pa
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from archlab.contract.aggregates import GOLD_COLUMNS, Aggregate, aggregate_problems, measure_type
+from archlab.contract.objectives import Objectives
 from archlab.contract.types import NUMERIC_TYPES, Name, TypeName, arrow_type, base_type, parse_duration
 from archlab.core.errors import UserError
 
@@ -173,6 +174,7 @@ class Contract(BaseModel):
     rules: list[Rule] = []
     dedup: Dedup | None = None
     aggregates: list[Aggregate] = []
+    objectives: Objectives = Objectives()
 
     @model_validator(mode="after")
     def _references_exist(self) -> Contract:

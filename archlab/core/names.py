@@ -23,10 +23,11 @@ class TopicKind(StrEnum):
     GOLD_SHUFFLE = "gold-shuffle"  # gold_aggregator's silver records re-keyed by time bucket
     GOLD_STATE = "gold-state"  # gold_aggregator's window-state changelog
     ALERTS = "alerts"  # the observer's alerts: one current state per alert id
+    HEALTH = "health"  # the observer's samples of the pipeline's health (end offsets, consumer progress)
 
 
 #: The lake layers, in the order a record passes them; each is a folder ``<layer>/<dataset>``.
-LAYERS: tuple[str, ...] = ("bronze", "silver", "quarantine", "dq", "gold")
+LAYERS: tuple[str, ...] = ("bronze", "silver", "quarantine", "dq", "gold", "alert_history")
 
 #: The date partition column of the lake's tables (folders ``dt=YYYY-MM-DD``): no table has finer partitions.
 DATE_PARTITION = "dt"
@@ -47,6 +48,7 @@ dedup_topic = partial(topic, kind=TopicKind.SILVER_DEDUP)
 gold_shuffle_topic = partial(topic, kind=TopicKind.GOLD_SHUFFLE)
 gold_state_topic = partial(topic, kind=TopicKind.GOLD_STATE)
 alerts_topic = partial(topic, kind=TopicKind.ALERTS)
+health_topic = partial(topic, kind=TopicKind.HEALTH)
 
 
 def dataset_topics(dataset: str) -> list[str]:

@@ -111,6 +111,23 @@ class NotebookSettings(Settings):
     notebook_dataset: str = Field("orders", description="Dataset the notebooks show (a contract in contracts/)")
 
 
+class ObserverSettings(Settings):
+    """The observer (services/observer): how often it samples, how long a change must hold, where alerts go."""
+
+    observer_sample_s: float = Field(5.0, gt=0, description="Seconds between two samples of the pipeline's health")
+    observer_settle_s: float = Field(
+        30.0, ge=0, description="Seconds a rate or volume breach, and any recovery, must hold before an alert "
+                               "opens or resolves (no flapping)")
+    observer_groups: CommaList = Field(
+        default_factory=lambda: ["bronze_sink", "silver_refiner", "gold_aggregator"],
+        description="Prefixes of the consumer groups whose stalls are watched, comma-separated")
+    observer_state_dir: Path = Field(PROJECT_ROOT / ".stack" / "native" / "state" / "observer",
+                                     description="Folder of the observer's local state (faust data, webhook log)")
+    alert_webhook_url: str | None = Field(None, description="URL that gets a JSON POST per alert change (unset: none)")
+    alert_webhook_queue: int = Field(
+        1000, ge=1, description="Alert changes waiting for the webhook at most; more are dropped and counted")
+
+
 def env_file() -> Path | None:
     """The dotenv file :func:`load_settings` reads: ``LAB_ENV_FILE`` if set (empty: none), else ``.env``."""
     configured = os.environ.get(ENV_FILE_VARIABLE)

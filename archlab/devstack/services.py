@@ -41,6 +41,7 @@ SERVICES: tuple[Service, ...] = (
     Service("bronze_sink", "services.bronze_sink", pipeline=True),
     Service("silver_refiner", "services.silver_refiner", pipeline=True),
     Service("gold_aggregator", "services.gold_aggregator", pipeline=True),
+    Service("observer", "services.observer"),  # watches the pipeline: not a stage chaos kills or benchmarks time
     Service("api", "services.api", http_port_env="LAB_API_PORT", http_title="API docs", http_path="/docs"),
     # Streamlit serves no Prometheus metrics of its own; it reads its port from STREAMLIT_SERVER_PORT.
     Service("ui", "streamlit", args=("run", "ui/app.py"),

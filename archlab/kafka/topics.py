@@ -35,6 +35,8 @@ TOPIC_CONFIGS: dict[TopicKind, dict[str, str]] = {
     TopicKind.GOLD_STATE: {"cleanup.policy": "compact"},
     # the observer's alerts: the latest state of each alert id.
     TopicKind.ALERTS: {"cleanup.policy": "compact"},
+    # the observer's health samples: read within seconds of being written, worthless after an hour.
+    TopicKind.HEALTH: {"retention.ms": str(3_600_000)},
 }
 
 

@@ -24,10 +24,11 @@ ALLOWED: dict[str, set[str]] = {
     "ingest": {"core", "contract", "kafka", "pipeline", "ingest"},
     "serving": {"core", "contract", "kafka", "lake", "serving"},
     "devstack": {"core", "kafka", "lake", "devstack"},
+    "observe": {"core", "contract", "kafka", "lake", "observe"},
     "batch": {"core", "contract", "lake", "pipeline", "batch"},
     "testing": {"core", "contract", "kafka", "lake", "pipeline", "ingest", "devstack", "testing"},
     "cli": {"core", "contract", "kafka", "lake", "ingest", "devstack", "batch", "cli"},
-    "services": {"core", "contract", "kafka", "lake", "streaming", "pipeline", "ingest", "serving"},
+    "services": {"core", "contract", "kafka", "lake", "streaming", "pipeline", "ingest", "serving", "observe"},
     "ui": {"core"},
 }
 

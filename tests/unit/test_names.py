@@ -34,6 +34,7 @@ def test_the_per_kind_builders_and_the_dataset_topics_agree_with_topic() -> None
         TopicKind.QUARANTINE: names.quarantine_topic, TopicKind.GOLD: names.gold_topic, TopicKind.DQ: names.dq_topic,
         TopicKind.SILVER_DEDUP: names.dedup_topic, TopicKind.GOLD_SHUFFLE: names.gold_shuffle_topic,
         TopicKind.GOLD_STATE: names.gold_state_topic, TopicKind.ALERTS: names.alerts_topic,
+            TopicKind.HEALTH: names.health_topic,
     }
     assert set(builders) == set(TopicKind), "a kind without its builder"
     for kind, build in builders.items():
@@ -73,7 +74,7 @@ def test_consumer_groups_join_the_service_and_its_roles() -> None:
 
 
 def test_lake_paths() -> None:
-    assert LAYERS == ("bronze", "silver", "quarantine", "dq", "gold")
+    assert LAYERS == ("bronze", "silver", "quarantine", "dq", "gold", "alert_history")
     assert [names.table_path(layer, "orders") for layer in LAYERS] == [f"{layer}/orders" for layer in LAYERS]
     assert names.table_path("gold", "orders", "totals_1h") == "gold/orders/totals_1h"
     with pytest.raises(ValueError):

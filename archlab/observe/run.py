@@ -1,0 +1,66 @@
+"""Running the observer: open alerts read back, the webhook resumed, then the faust app, until stop.
+
+Order matters for reliability (item 5 of issue #15): the alerts topics are read to their end before
+any agent runs, so an alert open before a restart or kill -9 is known open again (never opened a
+second time, never lost), and the webhook is resumed from its delivery log before new changes arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from archlab.contract import Contract
+from archlab.core.alerts import Alert
+from archlab.core.settings import ObserverSettings
+from archlab.kafka.clients import make_producer
+from archlab.kafka.lag import LagProbe
+from archlab.observe.alerts import OpenAlerts, latest_alerts
+from archlab.observe.app import build_app
+from archlab.observe.webhook import WebhookSender
+
+log = structlog.get_logger(__name__)
+
+
+class ObserverFailed(RuntimeError):
+    """The faust app stopped on its own (an agent or its consumer crashed)."""
+
+
+async def observe(settings: ObserverSettings, contracts: dict[str, Contract], stop: asyncio.Event) -> None:
+    """Watch the datasets' objectives until ``stop``; ObserverFailed when faust stops by itself."""
+    datasets = list(contracts)
+    settings.observer_state_dir.mkdir(parents=True, exist_ok=True)
+    latest = await latest_alerts(settings, datasets)
+    producer = make_producer(settings, linger_ms=0)
+    await producer.start()
+
+    async def send(topic: str, alert: Alert) -> None:
+        await producer.send_and_wait(topic, alert.to_json(), key=alert.key)
+
+    webhook = None
+    tasks: list[asyncio.Task[None]] = []
+    if settings.alert_webhook_url:
+        webhook = WebhookSender(settings.alert_webhook_url, settings.observer_state_dir / "webhook-delivered.log",
+                                settings.alert_webhook_queue, stop)
+        webhook.resume(latest)
+        tasks.append(asyncio.create_task(webhook.run()))
+    alerts = OpenAlerts(send, latest)
+    log.info("alerts read back", open=len(alerts.open_alerts()), known=len(latest))
+    probe = LagProbe(settings)
+    await probe.__aenter__()
+    app = build_app(settings, contracts, alerts, webhook, probe, settings.observer_state_dir / "faust")
+    try:
+        await app.start()
+        stopped = asyncio.ensure_future(app.wait_until_stopped())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([stopped, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if stopped.done() and not stop.is_set():
+            raise ObserverFailed("the faust app stopped by itself; see its log above")
+        stopped.cancel()
+    finally:
+        stop.set()
+        await app.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await producer.stop()
+        await probe.__aexit__(None, None, None)

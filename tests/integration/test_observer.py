@@ -1,0 +1,277 @@
+"""The observer as a process against real Kafka and MinIO: freshness and quarantine-rate alerts open
+and resolve on ``<dataset>.alerts``, reach a local webhook receiver and the lake's alert history; a
+kill -9 neither loses nor repeats an alert; bad dq records are skipped and counted.
+
+Each test has its own dataset (a copy of the orders contract with short objectives). Raw records are
+sent by a plain producer (freshness reads only raw's end offsets); dq records are written as
+silver_refiner writes them (``archlab.pipeline.silver.stage``: one row per batch and check, the
+``duplicates`` row carrying the batch's record count), so no pipeline stage has to run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import orjson
+import pytest
+
+from archlab.core import names
+from archlab.core.alerts import Alert, AlertState
+from archlab.core.settings import PROJECT_ROOT, Settings
+from archlab.kafka.clients import make_producer, read_all
+from archlab.lake.tables import Tables
+from tests.integration.conftest import ServiceProcess, eventually, wait_until
+
+FRESHNESS_S = 10
+SAMPLE_S = 1
+SETTLE_S = 3
+
+
+class Webhook:
+    """A local HTTP server that keeps every JSON body POSTed to it."""
+
+    def __init__(self) -> None:
+        self.received: list[dict] = []
+        received = self.received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/alerts"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def states(self, objective: str) -> list[str]:
+        return [body["state"] for body in self.received if body["objective"] == objective]
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    hook = Webhook()
+    yield hook
+    hook.server.shutdown()
+
+
+def write_contract(folder: Path, dataset: str, objectives: str) -> None:
+    """The orders contract under the dataset's name, with ``objectives`` (YAML) replacing the defaults."""
+    (folder / "reference").symlink_to(PROJECT_ROOT / "contracts" / "reference")
+    text = (PROJECT_ROOT / "contracts" / "orders.yaml").read_text().replace("dataset: orders", f"dataset: {dataset}", 1)
+    (folder / f"{dataset}.yaml").write_text(f"{text}\nobjectives:\n{objectives}")
+
+
+@pytest.fixture
+def observer_env(fresh_dataset: str, tmp_path: Path, webhook: Webhook) -> dict[str, str]:
+    return {"LAB_DATASETS": fresh_dataset, "LAB_CONTRACTS_DIR": str(tmp_path), "LAB_INSTANCE_ID": "observer-test",
+            "LAB_OBSERVER_STATE_DIR": str(tmp_path / "state"), "LAB_OBSERVER_SAMPLE_S": str(SAMPLE_S),
+            "LAB_OBSERVER_SETTLE_S": str(SETTLE_S), "LAB_ALERT_WEBHOOK_URL": webhook.url, "LAB_FLUSH_INTERVAL_S": "1"}
+
+
+class Feed:
+    """Sends records to a topic in the background while ``on``."""
+
+    def __init__(self, settings: Settings, topic: str, value: bytes, every_s: float = 0.2) -> None:
+        self.settings, self.topic, self.value, self.every_s = settings, topic, value, every_s
+        self.on = asyncio.Event()
+        self.sent = 0
+
+    async def run(self) -> None:
+        producer = make_producer(self.settings)
+        await producer.start()
+        try:
+            while True:
+                await self.on.wait()
+                await producer.send_and_wait(self.topic, self.value, key=b"k")
+                self.sent += 1
+                await asyncio.sleep(self.every_s)
+        finally:
+            await producer.stop()
+
+
+@contextlib.asynccontextmanager
+async def feeding(feed: Feed) -> AsyncIterator[Feed]:
+    task = asyncio.create_task(feed.run())
+    try:
+        yield feed
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def alerts_of(settings: Settings, dataset: str, objective: str) -> list[Alert]:
+    """Every alert record of the dataset's alerts topic for ``objective``, in offset order per partition."""
+    return [alert for record in await read_all(settings, names.alerts_topic(dataset))
+            if (alert := Alert.from_json(record.value)).objective == objective]
+
+
+def latest(alerts: list[Alert]) -> dict[str, Alert]:
+    """The current state per alert id (what the compacted topic keeps)."""
+    out: dict[str, Alert] = {}
+    for alert in alerts:
+        if alert.alert_id not in out or alert.updated_at >= out[alert.alert_id].updated_at:
+            out[alert.alert_id] = alert
+    return out
+
+
+async def wait_for_alerts(settings: Settings, dataset: str, objective: str, state: AlertState, count: int,
+                          timeout: float, observer: ServiceProcess) -> dict[str, Alert]:
+    """Until ``count`` alerts of ``objective`` are in ``state`` on the topic; returns the current states."""
+    deadline = time.monotonic() + timeout
+    while True:
+        current = latest(await alerts_of(settings, dataset, objective))
+        if sum(alert.state is state for alert in current.values()) >= count:
+            return current
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {count} {state} {objective} alert(s) within {timeout:.0f} s: {current}\n"
+                                 f"{observer.log_tail()}")
+        await asyncio.sleep(0.5)
+
+
+def dq_row(dataset: str, records: int, quarantined: int) -> bytes:
+    """The ``duplicates`` row silver_refiner writes for one batch (all valid records unique)."""
+    return orjson.dumps({"dataset": dataset, "minute": "2026-01-01T00:00:00Z", "rule": "duplicates",
+                         "passed": records - quarantined, "failed": 0, "warned": 0, "records": records})
+
+
+# ------------------------------------------------------------------------------------------------ tests
+async def test_freshness_alert_opens_when_a_dataset_stops_and_resolves_when_it_resumes(
+    settings: Settings, fresh_dataset: str, tmp_path: Path, webhook: Webhook, observer_env: dict[str, str],
+    start_service: Callable[..., ServiceProcess], tables: Tables,
+) -> None:
+    write_contract(tmp_path, fresh_dataset, f"  freshness: {FRESHNESS_S}s\n  quarantine_rate: off\n"
+                                            "  late_rate: off\n  consumer_stall: off\n")
+    async with feeding(Feed(settings, names.raw_topic(fresh_dataset), b'{"any": "event"}')) as feed:
+        feed.on.set()
+        observer = start_service("observer", **observer_env)
+        await asyncio.sleep(SAMPLE_S * 3)  # feeding while the observer starts: the dataset is fresh
+        feed.on.clear()
+        stopped = time.time()
+        current = await wait_for_alerts(settings, fresh_dataset, "freshness", AlertState.OPEN, 1,
+                                        FRESHNESS_S + 30, observer)
+        [alert] = current.values()
+        assert alert.opened_at.timestamp() - stopped <= FRESHNESS_S + 30
+        assert alert.threshold == FRESHNESS_S and alert.value > FRESHNESS_S and alert.unit == "s"
+        await asyncio.to_thread(wait_until, lambda: webhook.states("freshness") == ["open"], 10,
+                                lambda: f"the webhook got {webhook.received}")
+
+        feed.on.set()
+        current = await wait_for_alerts(settings, fresh_dataset, "freshness", AlertState.RESOLVED, 1, 30, observer)
+        assert list(current) == [alert.alert_id]  # the same alert, resolved
+        await asyncio.to_thread(wait_until, lambda: webhook.states("freshness") == ["open", "resolved"], 10,
+                                lambda: f"the webhook got {webhook.received}")
+
+    history = names.table_path("alert_history", fresh_dataset)
+
+    def landed() -> list[str]:
+        table = tables.open(history)
+        return [] if table is None else sorted(table.to_pyarrow_table(columns=["state"])["state"].to_pylist())
+
+    await asyncio.to_thread(wait_until, lambda: landed() == ["open", "resolved"], 30,
+                            lambda: f"the alert history holds {landed()}")
+    assert observer.alive()
+
+
+async def test_quarantine_burst_opens_an_alert_that_resolves_after_it(
+    settings: Settings, fresh_dataset: str, tmp_path: Path, webhook: Webhook, observer_env: dict[str, str],
+    start_service: Callable[..., ServiceProcess],
+) -> None:
+    write_contract(tmp_path, fresh_dataset, "  freshness: off\n  quarantine_rate: {max: 10%, over: 15s}\n"
+                                            "  late_rate: off\n  consumer_stall: off\n")
+    clean, dirty = dq_row(fresh_dataset, 100, 1), dq_row(fresh_dataset, 100, 60)
+    async with feeding(Feed(settings, names.dq_topic(fresh_dataset), clean, every_s=0.3)) as feed:
+        feed.on.set()
+        observer = start_service("observer", **observer_env)
+        await asyncio.sleep(SETTLE_S * 2)
+        assert await alerts_of(settings, fresh_dataset, "quarantine_rate") == []  # 1% is within the objective
+
+        feed.value = dirty  # the burst
+        await wait_for_alerts(settings, fresh_dataset, "quarantine_rate", AlertState.OPEN, 1, 30, observer)
+        feed.value = clean
+        current = await wait_for_alerts(settings, fresh_dataset, "quarantine_rate", AlertState.RESOLVED, 1,
+                                        15 + SETTLE_S + 30, observer)
+    [alert] = current.values()
+    assert alert.threshold == pytest.approx(0.1) and alert.value <= 0.1
+    assert webhook.states("quarantine_rate") == ["open", "resolved"]
+
+
+async def test_kill9_keeps_one_open_alert_and_one_webhook_call_per_change(
+    settings: Settings, fresh_dataset: str, tmp_path: Path, webhook: Webhook, observer_env: dict[str, str],
+    start_service: Callable[..., ServiceProcess],
+) -> None:
+    write_contract(tmp_path, fresh_dataset, f"  freshness: {FRESHNESS_S}s\n  quarantine_rate: off\n"
+                                            "  late_rate: off\n  consumer_stall: off\n")
+    async with feeding(Feed(settings, names.raw_topic(fresh_dataset), b'{"any": "event"}')) as feed:
+        feed.on.set()
+        observer = start_service("observer", **observer_env)
+        await asyncio.sleep(SAMPLE_S * 3)
+        feed.on.clear()
+        opened = await wait_for_alerts(settings, fresh_dataset, "freshness", AlertState.OPEN, 1, FRESHNESS_S + 30,
+                                       observer)
+        await asyncio.to_thread(wait_until, lambda: webhook.states("freshness") == ["open"], 10,
+                                lambda: f"the webhook got {webhook.received}")
+
+        observer.kill9()
+        observer = start_service("observer", **observer_env)
+        samples = len(await read_all(settings, names.health_topic(fresh_dataset)))
+
+        async def sampled_again() -> bool:
+            return len(await read_all(settings, names.health_topic(fresh_dataset))) >= samples + 5
+
+        # the new instance samples (and evaluates) for a while, the dataset still stale
+        await eventually(sampled_again, 60, lambda: f"the restarted observer does not sample\n{observer.log_tail()}")
+        current = latest(await alerts_of(settings, fresh_dataset, "freshness"))
+        assert current == opened, "the open alert is still the one open alert"
+        assert webhook.states("freshness") == ["open"]
+
+        feed.on.set()
+        await wait_for_alerts(settings, fresh_dataset, "freshness", AlertState.RESOLVED, 1, 30, observer)
+        await asyncio.to_thread(wait_until, lambda: webhook.states("freshness") == ["open", "resolved"], 10,
+                                lambda: f"the webhook got {webhook.received}")
+    assert [a.alert_id for a in webhook_alerts(webhook)] == [next(iter(opened))] * 2
+
+
+def webhook_alerts(webhook: Webhook) -> list[Alert]:
+    return [Alert.model_validate(body) for body in webhook.received]
+
+
+async def test_bad_dq_records_are_skipped_and_counted(
+    settings: Settings, fresh_dataset: str, tmp_path: Path, observer_env: dict[str, str],
+    start_service: Callable[..., ServiceProcess],
+) -> None:
+    write_contract(tmp_path, fresh_dataset, "  freshness: off\n  quarantine_rate: {max: 10%, over: 15s}\n"
+                                            "  late_rate: off\n  consumer_stall: off\n")
+    observer = start_service("observer", **observer_env)
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        for value in (b"{not json", b'{"rule": "duplicates"}', b"",
+                      orjson.dumps({"dataset": fresh_dataset, "rule": "duplicates", "passed": 9, "failed": 9,
+                                    "records": 1})):
+            await producer.send_and_wait(names.dq_topic(fresh_dataset), value, key=b"duplicates")
+        for _ in range(5):  # then a dirty batch that is fine to read: the observer still works
+            await producer.send_and_wait(names.dq_topic(fresh_dataset), dq_row(fresh_dataset, 100, 50), key=b"d")
+            await asyncio.sleep(SETTLE_S / 2)
+    finally:
+        await producer.stop()
+
+    def skipped() -> dict[str, float]:
+        return {reason: observer.metric("lab_observer_skipped_total", reason=reason)
+                for reason in ("not_json", "bad_fields", "empty", "bad_counts")}
+
+    await asyncio.to_thread(wait_until, lambda: all(count >= 1 for count in skipped().values()), 30,
+                            lambda: f"skipped {skipped()}\n{observer.log_tail()}")
+    await wait_for_alerts(settings, fresh_dataset, "quarantine_rate", AlertState.OPEN, 1, 30, observer)
+    assert observer.alive()
