@@ -114,6 +114,8 @@ class NotebookSettings(Settings):
 class ObserverSettings(Settings):
     """The observer (services/observer): how often it samples, how long a change must hold, where alerts go."""
 
+    observer_group: str = Field(
+        "observer", description="The observer's faust app id: its consumer group and the prefix of its tables' topics")
     observer_sample_s: float = Field(5.0, gt=0, description="Seconds between two samples of the pipeline's health")
     observer_settle_s: float = Field(
         30.0, ge=0, description="Seconds a rate or volume breach, and any recovery, must hold before an alert "

@@ -56,10 +56,10 @@ NO_WINDOW_S = 60.0
 def build_app(settings: ObserverSettings, contracts: dict[str, Contract], alerts: OpenAlerts,
               webhook: WebhookSender | None, probe: LagProbe, datadir: Path) -> faust.App:
     """The faust app, configured but not started (``await app.start()`` runs it in the current loop)."""
-    for noisy in ("faust", "mode", "aiokafka"):
+    for noisy in ("faust", "mode", "aiokafka", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     app = faust.App(
-        names.group("observer"),
+        names.group(settings.observer_group),
         broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
         store="memory://",
         datadir=str(datadir),

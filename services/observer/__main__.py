@@ -25,7 +25,7 @@ async def main(settings: ObserverSettings, stop: asyncio.Event) -> None:
     await run_together(
         stop,
         observe(settings, contracts, stop),
-        land(settings, encoder, [names.alerts_topic(d) for d in contracts], names.group("observer", "history"), stop),
+        land(settings, encoder, [names.alerts_topic(d) for d in contracts], names.group(settings.observer_group, "history"), stop),
     )
 
 

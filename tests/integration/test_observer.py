@@ -74,7 +74,7 @@ def write_contract(folder: Path, dataset: str, objectives: str) -> None:
 
 @pytest.fixture
 def observer_env(fresh_dataset: str, tmp_path: Path, webhook: Webhook) -> dict[str, str]:
-    return {"LAB_DATASETS": fresh_dataset, "LAB_CONTRACTS_DIR": str(tmp_path), "LAB_INSTANCE_ID": "observer-test",
+    return {"LAB_DATASETS": fresh_dataset, "LAB_OBSERVER_GROUP": names.group("observer", fresh_dataset), "LAB_CONTRACTS_DIR": str(tmp_path), "LAB_INSTANCE_ID": "observer-test",
             "LAB_OBSERVER_STATE_DIR": str(tmp_path / "state"), "LAB_OBSERVER_SAMPLE_S": str(SAMPLE_S),
             "LAB_OBSERVER_SETTLE_S": str(SETTLE_S), "LAB_ALERT_WEBHOOK_URL": webhook.url, "LAB_FLUSH_INTERVAL_S": "1"}
 
