@@ -20,6 +20,7 @@ import streamlit as st
 
 from archlab.core import names
 from archlab.core.settings import ConfigurationError, load_settings
+from ui import alerts as alerting
 from ui import format as fmt
 from ui.client import ApiClient, ApiUnavailable
 from ui.feeds import Feeds, Reading
@@ -47,7 +48,7 @@ PAGE_CSS = """<style>
 .block-container {padding-top: 3.5rem;}
 .panel-status {font-size: .8rem; color: #6b6f76;}
 .panel-status.late {color: #8a5a00;}
-</style>"""
+</style>""" + alerting.BANNER_CSS
 
 
 @st.cache_resource
@@ -265,6 +266,39 @@ def tables_panel(dataset: str) -> None:
         } for c in history.value]).set_index("version"))
 
 
+@st.fragment(run_every=REFRESH_S)
+def alert_banner() -> None:
+    """Red, at the top, while any dataset has an open alert; nothing otherwise. Reads the same feed as the
+    alerts panel."""
+    reading = read("alerts", client().alerts)
+    now = time.time()
+    if reading.value is None:
+        if reading.error:  # no alert known yet, and the endpoint fails: say so, quietly
+            status("alerts-banner", reading)
+        return
+    late = None
+    if reading.late(now, REFRESH_S):
+        late = f"alerts as of {fmt.age(reading.age(now))} ago: {reading.error or 'the API is slow to answer'}"
+    if html := alerting.banner_html(alerting.banner(reading.value["alerts"], datetime.now(UTC)), late):
+        st.html(html)
+
+
+@st.fragment(run_every=REFRESH_S)
+def alerts_panel() -> None:
+    st.subheader("Alerts")
+    reading = read("alerts", client().alerts)
+    if not status("alerts", reading):
+        return
+    alerts = reading.value["alerts"]
+    if not alerts:
+        st.caption("No open alert, and none resolved in the last 24 h.")
+        return
+    columns = ["state", "dataset", "objective", "opened", "resolved", "value", "threshold", "message"]
+    st.table(pd.DataFrame(alerting.panel_rows(alerts, datetime.now(UTC)), columns=columns).set_index("state"))
+    st.caption(f"{fmt.number(reading.value['open'])} open · resolved in the last 24 h below them · value: what "
+               "opened the alert, or what resolved it")
+
+
 # ---------------------------------------------------------------------------------------------- page
 def chart_options(info: dict[str, Any]) -> None:
     """The charts' choices, in the (collapsed) sidebar."""
@@ -286,6 +320,7 @@ def main() -> None:
     st.html(PAGE_CSS)
     title, picker = st.columns([4, 1], vertical_alignment="bottom")
     title.title("Architecture Lab · live")
+    alert_banner()
     try:
         datasets = client().datasets()
     except ApiUnavailable as exc:
@@ -305,6 +340,7 @@ def main() -> None:
     flow_panel(dataset)
     charts_panel(dataset, info, formats)
     quality_panel(dataset)
+    alerts_panel()
     tables_panel(dataset)
 
 

@@ -46,6 +46,10 @@ class ApiClient:
     def quality(self, dataset: str, start: str | None) -> dict[str, Any]:
         return self.get(f"/v1/datasets/{dataset}/quality", **{"from": start})
 
+    def alerts(self, recent: str = "24h") -> dict[str, Any]:
+        """Every dataset's open alerts and those resolved within ``recent``."""
+        return self.get("/v1/alerts", recent=recent)
+
     def pipeline(self) -> dict[str, Any]:
         return self.get("/v1/pipeline")
 
