@@ -44,8 +44,9 @@ def measured(value: float | None, unit: str) -> str:
 
 
 def message(alert: dict[str, Any]) -> str:
-    """The observer's sentence without its leading ``<dataset>: ``, which the dashboard shows beside it."""
-    return alert["message"].removeprefix(f"{alert['dataset']}: ")
+    """The observer's sentence without a leading ``resolved: `` or ``<dataset>: ``: the dashboard shows the
+    state and the dataset beside it."""
+    return alert["message"].removeprefix("resolved: ").removeprefix(f"{alert['dataset']}: ")
 
 
 def _ago(moment: str, now: datetime) -> str:

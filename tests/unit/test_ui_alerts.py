@@ -49,5 +49,9 @@ def test_the_panel_writes_values_in_their_units_and_dates_other_days() -> None:
     assert (rows[1]["value"], rows[1]["threshold"]) == ("4 events/min", "10 events/min")
     assert (rows[1]["opened"], rows[1]["resolved"]) == ("2026-11-29 23:50:00 UTC", "00:05:00 UTC")
     assert rows[0]["message"] == "no event for 3 min 12 s (objective 2m)"  # the dataset has its column
+    resolved = alert("orders", "freshness", "resolved", "2026-11-30T08:00:00Z", "2026-11-30T08:01:00Z",
+                     message="no new record for 0s (objective 10s)")
+    resolved["message"] = f"resolved: {resolved['message']}"  # as the observer words a resolution
+    assert alerting.panel_rows([resolved], NOW)[0]["message"] == "no new record for 0s (objective 10s)"
     assert (alerting.measured(192.0, "s"), alerting.measured(120.0, "s"), alerting.measured(10.0, "s")) == (
         "3 min 12 s", "2 min", "10 s")
