@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from bench import api, backfill, bronze, chaos, faust_limit, gold, pipeline, silver, year
+from bench import api, backfill, bronze, chaos, faust_limit, gold, observer, pipeline, silver, year
 
-SERVICES = {"bronze": bronze.main, "silver": silver.main, "gold": gold.main, "api": api.main}
+SERVICES = {"bronze": bronze.main, "silver": silver.main, "gold": gold.main, "api": api.main, "observer": observer.main}
 BENCHMARKS = {"pipeline": pipeline.main, **SERVICES}
 # chaos: long, failures injected; faust: a why; year: a replayed year's files and count(*); backfill: starts Spark
 ON_DEMAND = {"chaos": chaos.main, "faust": faust_limit.main, "year": year.main, "backfill": backfill.main}

@@ -38,6 +38,7 @@ from archlab.observe.signals import (
     BadRecord,
     GroupSample,
     HealthSample,
+    carries_rates,
     fold_dq,
     fold_health,
     parse_dq,
@@ -90,6 +91,8 @@ def build_app(settings: ObserverSettings, contracts: dict[str, Contract], alerts
     async def quality_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
             message = event.message
+            if not carries_rates(message.key):
+                continue
             dataset = names.dataset_of(message.topic)
             try:
                 row = parse_dq(event.value)

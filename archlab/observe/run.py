@@ -8,6 +8,7 @@ second time, never lost), and the webhook is resumed from its delivery log befor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import structlog
 
@@ -32,35 +33,30 @@ async def observe(settings: ObserverSettings, contracts: dict[str, Contract], st
     datasets = list(contracts)
     settings.observer_state_dir.mkdir(parents=True, exist_ok=True)
     latest = await latest_alerts(settings, datasets)
-    producer = make_producer(settings, linger_ms=0)
-    await producer.start()
+    async with contextlib.AsyncExitStack() as resources:
+        producer = make_producer(settings, linger_ms=0)
+        await producer.start()
+        resources.push_async_callback(producer.stop)
+        probe = await resources.enter_async_context(LagProbe(settings))
 
-    async def send(topic: str, alert: Alert) -> None:
-        await producer.send_and_wait(topic, alert.to_json(), key=alert.key)
+        async def send(topic: str, alert: Alert) -> None:
+            await producer.send_and_wait(topic, alert.to_json(), key=alert.key)
 
-    webhook = None
-    tasks: list[asyncio.Task[None]] = []
-    if settings.alert_webhook_url:
-        webhook = WebhookSender(settings.alert_webhook_url, settings.observer_state_dir / "webhook-delivered.log",
-                                settings.alert_webhook_queue, stop)
-        webhook.resume(latest)
-        tasks.append(asyncio.create_task(webhook.run()))
-    alerts = OpenAlerts(send, latest)
-    log.info("alerts read back", open=len(alerts.open_alerts()), known=len(latest))
-    probe = LagProbe(settings)
-    await probe.__aenter__()
-    app = build_app(settings, contracts, alerts, webhook, probe, settings.observer_state_dir / "faust")
-    try:
+        webhook = None
+        if settings.alert_webhook_url:
+            webhook = WebhookSender(settings.alert_webhook_url, settings.observer_state_dir / "webhook-delivered.log",
+                                    settings.alert_webhook_queue, stop)
+            webhook.resume(latest)
+            posting = asyncio.create_task(webhook.run())
+            resources.push_async_callback(asyncio.gather, posting, return_exceptions=True)
+        alerts = OpenAlerts(send, latest)
+        log.info("alerts read back", open=len(alerts.open_alerts()), known=len(latest))
+        app = build_app(settings, contracts, alerts, webhook, probe, settings.observer_state_dir / "faust")
+        resources.push_async_callback(app.stop)
+        resources.callback(stop.set)  # first of the callbacks: the webhook's task ends with it
         await app.start()
         stopped = asyncio.ensure_future(app.wait_until_stopped())
-        stopping = asyncio.ensure_future(stop.wait())
-        await asyncio.wait([stopped, stopping], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([stopped, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
         if stopped.done() and not stop.is_set():
             raise ObserverFailed("the faust app stopped by itself; see its log above")
         stopped.cancel()
-    finally:
-        stop.set()
-        await app.stop()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await producer.stop()
-        await probe.__aexit__(None, None, None)

@@ -65,6 +65,13 @@ class BadRecord(ValueError):
         self.reason = reason
 
 
+def carries_rates(key: bytes | None) -> bool:
+    """Whether a dq record, by its key (the rule: silver and gold key dq records by it), counts for a
+    rate; the others (per-check rows, about 45 of every 49 records for orders) are not even parsed.
+    A record without a key is parsed, so a malformed one is counted."""
+    return key is None or key == DUPLICATES_RULE.encode() or key.startswith(LATENESS_RULE_PREFIX.encode())
+
+
 def parse_dq(value: bytes | None) -> DqRow:
     """A dq record's value, or :class:`BadRecord` saying why it cannot be used."""
     if not value:

@@ -32,6 +32,7 @@ from tests.integration.conftest import ServiceProcess, eventually, wait_until
 FRESHNESS_S = 10
 SAMPLE_S = 1
 SETTLE_S = 3
+DQ_KEY = b"duplicates"  # silver keys each dq record by its rule
 
 
 class Webhook:
@@ -82,8 +83,8 @@ def observer_env(fresh_dataset: str, tmp_path: Path, webhook: Webhook) -> dict[s
 class Feed:
     """Sends records to a topic in the background while ``on``."""
 
-    def __init__(self, settings: Settings, topic: str, value: bytes, every_s: float = 0.2) -> None:
-        self.settings, self.topic, self.value, self.every_s = settings, topic, value, every_s
+    def __init__(self, settings: Settings, topic: str, value: bytes, every_s: float = 0.2, key: bytes = b"k") -> None:
+        self.settings, self.topic, self.value, self.every_s, self.key = settings, topic, value, every_s, key
         self.on = asyncio.Event()
         self.sent = 0
 
@@ -93,7 +94,7 @@ class Feed:
         try:
             while True:
                 await self.on.wait()
-                await producer.send_and_wait(self.topic, self.value, key=b"k")
+                await producer.send_and_wait(self.topic, self.value, key=self.key)
                 self.sent += 1
                 await asyncio.sleep(self.every_s)
         finally:
@@ -140,6 +141,15 @@ async def wait_for_alerts(settings: Settings, dataset: str, objective: str, stat
         await asyncio.sleep(0.5)
 
 
+async def samples_taken(settings: Settings, dataset: str, count: int, observer: ServiceProcess) -> None:
+    """Until the observer's sampler has written ``count`` health samples of the dataset (in all)."""
+
+    async def enough() -> bool:
+        return len(await read_all(settings, names.health_topic(dataset))) >= count
+
+    await eventually(enough, 90, lambda: f"{count} health samples\n{observer.log_tail()}")
+
+
 def dq_row(dataset: str, records: int, quarantined: int) -> bytes:
     """The ``duplicates`` row silver_refiner writes for one batch (all valid records unique)."""
     return orjson.dumps({"dataset": dataset, "minute": "2026-01-01T00:00:00Z", "rule": "duplicates",
@@ -156,7 +166,7 @@ async def test_freshness_alert_opens_when_a_dataset_stops_and_resolves_when_it_r
     async with feeding(Feed(settings, names.raw_topic(fresh_dataset), b'{"any": "event"}')) as feed:
         feed.on.set()
         observer = start_service("observer", **observer_env)
-        await asyncio.sleep(SAMPLE_S * 3)  # feeding while the observer starts: the dataset is fresh
+        await samples_taken(settings, fresh_dataset, 2, observer)  # it saw the dataset fresh
         feed.on.clear()
         stopped = time.time()
         current = await wait_for_alerts(settings, fresh_dataset, "freshness", AlertState.OPEN, 1,
@@ -191,10 +201,10 @@ async def test_quarantine_burst_opens_an_alert_that_resolves_after_it(
     write_contract(tmp_path, fresh_dataset, "  freshness: off\n  quarantine_rate: {max: 10%, over: 15s}\n"
                                             "  late_rate: off\n  consumer_stall: off\n")
     clean, dirty = dq_row(fresh_dataset, 100, 1), dq_row(fresh_dataset, 100, 60)
-    async with feeding(Feed(settings, names.dq_topic(fresh_dataset), clean, every_s=0.3)) as feed:
+    async with feeding(Feed(settings, names.dq_topic(fresh_dataset), clean, every_s=0.3, key=DQ_KEY)) as feed:
         feed.on.set()
         observer = start_service("observer", **observer_env)
-        await asyncio.sleep(SETTLE_S * 2)
+        await samples_taken(settings, fresh_dataset, 2 + SETTLE_S // SAMPLE_S, observer)
         assert await alerts_of(settings, fresh_dataset, "quarantine_rate") == []  # 1% is within the objective
 
         feed.value = dirty  # the burst
@@ -216,7 +226,7 @@ async def test_kill9_keeps_one_open_alert_and_one_webhook_call_per_change(
     async with feeding(Feed(settings, names.raw_topic(fresh_dataset), b'{"any": "event"}')) as feed:
         feed.on.set()
         observer = start_service("observer", **observer_env)
-        await asyncio.sleep(SAMPLE_S * 3)
+        await samples_taken(settings, fresh_dataset, 2, observer)  # it saw the dataset fresh
         feed.on.clear()
         opened = await wait_for_alerts(settings, fresh_dataset, "freshness", AlertState.OPEN, 1, FRESHNESS_S + 30,
                                        observer)
@@ -226,12 +236,8 @@ async def test_kill9_keeps_one_open_alert_and_one_webhook_call_per_change(
         observer.kill9()
         observer = start_service("observer", **observer_env)
         samples = len(await read_all(settings, names.health_topic(fresh_dataset)))
-
-        async def sampled_again() -> bool:
-            return len(await read_all(settings, names.health_topic(fresh_dataset))) >= samples + 5
-
         # the new instance samples (and evaluates) for a while, the dataset still stale
-        await eventually(sampled_again, 60, lambda: f"the restarted observer does not sample\n{observer.log_tail()}")
+        await samples_taken(settings, fresh_dataset, samples + 5, observer)
         current = latest(await alerts_of(settings, fresh_dataset, "freshness"))
         assert current == opened, "the open alert is still the one open alert"
         assert webhook.states("freshness") == ["open"]
@@ -260,10 +266,7 @@ async def test_bad_dq_records_are_skipped_and_counted(
         for value in (b"{not json", b'{"rule": "duplicates"}', b"",
                       orjson.dumps({"dataset": fresh_dataset, "rule": "duplicates", "passed": 9, "failed": 9,
                                     "records": 1})):
-            await producer.send_and_wait(names.dq_topic(fresh_dataset), value, key=b"duplicates")
-        for _ in range(5):  # then a dirty batch that is fine to read: the observer still works
-            await producer.send_and_wait(names.dq_topic(fresh_dataset), dq_row(fresh_dataset, 100, 50), key=b"d")
-            await asyncio.sleep(SETTLE_S / 2)
+            await producer.send_and_wait(names.dq_topic(fresh_dataset), value, key=DQ_KEY)
     finally:
         await producer.stop()
 
@@ -273,5 +276,9 @@ async def test_bad_dq_records_are_skipped_and_counted(
 
     await asyncio.to_thread(wait_until, lambda: all(count >= 1 for count in skipped().values()), 30,
                             lambda: f"skipped {skipped()}\n{observer.log_tail()}")
-    await wait_for_alerts(settings, fresh_dataset, "quarantine_rate", AlertState.OPEN, 1, 30, observer)
+    # then dirty batches that are fine to read: the observer still works
+    dirty = Feed(settings, names.dq_topic(fresh_dataset), dq_row(fresh_dataset, 100, 50), every_s=0.5, key=DQ_KEY)
+    async with feeding(dirty) as feed:
+        feed.on.set()
+        await wait_for_alerts(settings, fresh_dataset, "quarantine_rate", AlertState.OPEN, 1, 30, observer)
     assert observer.alive()
