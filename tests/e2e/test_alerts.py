@@ -3,7 +3,8 @@ gold_aggregator, observer -> api -> ui, and a webhook receiver started by the te
 asks for freshness within 10 s has its producer stopped, and its freshness alert must be visible within
 the objective + 30 s on the API, as the dashboard's red banner in headless Chromium (1280x800) and as one
 "open" POST to the webhook; once the producer runs again the alert resolves on the API, the banner goes and
-the webhook gets one "resolved" POST.
+the webhook gets one "resolved" POST. A second dashboard, whose alerts endpoint fails (a proxy in front of
+the API answers 500 there), shows no banner, marks its alerts panel late and keeps every other panel updating.
 
 Screenshots: test-artifacts/alerts-open-1280x800.png (the banner and the alerts panel) and
 alerts-resolved-1280x800.png."""
@@ -29,9 +30,10 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from archlab.core import names
 from archlab.core.settings import Settings
-from archlab.devstack.launcher import launch
+from archlab.devstack.launcher import ManagedProcess, launch
 from archlab.devstack.services import service as registered_service
 from archlab.testing.processes import free_ports
+from tests.e2e.test_dashboard import _not_refreshed, _panels, _until
 from tests.integration.conftest import ARTIFACTS, ServiceProcess
 from tests.integration.test_api import wait_ready
 from tests.integration.test_silver import copy_contract
@@ -123,11 +125,7 @@ async def system(settings: Settings, webhook: Webhook, tmp_path_factory: pytest.
            "LAB_ALERT_WEBHOOK_URL": webhook.url}
     ARTIFACTS.mkdir(exist_ok=True)
     running = System(dataset, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{ui_port}", env, {})
-    ui_log = ARTIFACTS / "test_alerts-ui.log"
-    ui_log.unlink(missing_ok=True)
-    ui_service = registered_service("ui")
-    ui = launch([*ui_service.command(), "--browser.gatherUsageStats", "false"], log=ui_log,
-                env={**env, **ui_service.env(http_port=ui_port)})
+    ui = launch_ui(env, running.api, ui_port, "ui")
     try:
         for name in ("producer", "bronze_sink", "silver_refiner", "gold_aggregator", "observer", "api"):
             running.start(name)
@@ -137,6 +135,15 @@ async def system(settings: Settings, webhook: Webhook, tmp_path_factory: pytest.
         ui.kill()
         for service in running.services.values():
             service.close()
+
+
+def launch_ui(env: dict[str, str], api: str, port: int, name: str) -> ManagedProcess:
+    """The dashboard as ``make up`` runs it, reading the API at ``api``."""
+    log = ARTIFACTS / f"test_alerts-{name}.log"
+    log.unlink(missing_ok=True)
+    ui_service = registered_service("ui")
+    return launch([*ui_service.command(), "--browser.gatherUsageStats", "false"], log=log,
+                  env={**env, "LAB_API_URL": api, **ui_service.env(http_port=port)})
 
 
 @pytest.fixture(scope="module")
@@ -225,3 +232,61 @@ def test_a_stopped_producer_opens_a_freshness_alert_everywhere_and_a_restart_res
     figures = {"opened_after_stop_s": round(opened_s, 1), "resolved_after_restart_s": round(resolved_s, 1)}
     (ARTIFACTS / "alerts-delays.json").write_text(json.dumps(figures, indent=2))
     print("alert delays:", figures)
+
+
+@pytest.fixture
+def failing_alerts_api(system: System) -> Iterator[str]:
+    """A proxy in front of the API that answers 500 to every ``/v1/alerts`` request and relays the others."""
+    (port,) = free_ports(1)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+            if self.path.startswith("/v1/alerts"):
+                status, body, content_type = 500, b'{"detail": "alerts are broken"}', "application/json"
+            else:
+                relayed = httpx.get(system.api + self.path, timeout=30)
+                status, body = relayed.status_code, relayed.content
+                content_type = relayed.headers.get("content-type", "application/json")
+            self.send_response(status)
+            self.send_header("content-type", content_type)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{port}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_failing_alerts_endpoint_leaves_every_other_panel_updating(
+        system: System, failing_alerts_api: str, browser: Browser) -> None:
+    (port,) = free_ports(1)
+    ui = launch_ui(system.env, failing_alerts_api, port, "ui-alerts-failing")
+    page = browser.new_page(viewport=VIEWPORT)
+    try:
+        until("the dashboard behind the failing proxy", lambda: _answers(port), 60)
+        page.goto(f"http://127.0.0.1:{port}")
+        page.wait_for_selector("[data-figure]", timeout=60_000)
+        until("the alerts panel to say it is late", lambda: _panels(page).get("alerts", (False,))[0], 30)
+        assert page.locator(".alert-banner").count() == 0
+        others = ("kpis", "pipeline", "series", "breakdown", "quality", "tables")
+        for _ in range(3):  # every other panel keeps getting fresh answers
+            since = time.monotonic()
+            _until("every other panel to show a newer answer", lambda: _not_refreshed(page, others, since))  # noqa: B023
+        assert "Traceback" not in page.content()
+    finally:
+        screenshot(page, "alerts-endpoint-failing-1280x800.png")
+        page.close()
+        ui.kill()
+
+
+def _answers(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
