@@ -89,9 +89,10 @@ def freshness(dataset: str, last_arrival: float, now: float, objective_s: float)
     """Seconds since ``<dataset>.raw`` last grew, against the objective."""
     age = max(0.0, now - last_arrival)
     breached = age > objective_s
+    message = (f"{dataset}: no new record for {_duration(age)}" if breached
+               else f"{dataset}: records arrive, the last {_duration(age)} ago")
     return Measure(Kind.FRESHNESS, round(age, 1), objective_s, "s", breached,
-                   f"{dataset}: no new record for {_duration(age)} (objective {_duration(objective_s)})",
-                   last_arrival + objective_s if breached else None)
+                   f"{message} (objective {_duration(objective_s)})", last_arrival + objective_s if breached else None)
 
 
 def rate(dataset: str, kind: Kind, what: str, windows: list[Buckets], now: float,
@@ -125,9 +126,12 @@ def consumer_stall(dataset: str, stalled_since: dict[str, float], now: float, ob
     group, since = max(stalled_since.items(), key=lambda item: now - item[1], default=("", now))
     stalled = max(0.0, now - since)
     breached = stalled > objective_s
+    message = (f"{dataset}: consumer group {group} made no progress for {_duration(stalled)} with records waiting"
+               if group else f"{dataset}: no consumer group has records waiting")
+    if group and not breached:
+        message = f"{dataset}: every consumer group makes progress (longest wait {_duration(stalled)}, {group})"
     return Measure(Kind.CONSUMER_STALL, round(stalled, 1), objective_s, "s", breached,
-                   f"{dataset}: consumer group {group or '-'} made no progress for {_duration(stalled)} with records "
-                   f"waiting (objective {_duration(objective_s)})", since + objective_s if breached else None)
+                   f"{message} (objective {_duration(objective_s)})", since + objective_s if breached else None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from archlab.observe.evaluate import (
     Kind,
     Measure,
     add_to_window,
+    consumer_stall,
     freshness,
     measures,
     rate,
@@ -206,3 +207,10 @@ def test_health_keeps_the_last_arrival_and_stalls() -> None:
     assert fold_health(state, sample(7, 30)) is None  # a replayed older sample moves nothing back
     state = fold_health(state, sample(15, 20, committed=20, waiting=False))
     assert state is not None and stalled_since(state) == {}
+
+
+def test_consumer_stall_is_the_longest_wait_of_a_group_with_records_waiting() -> None:
+    assert not consumer_stall("d", {}, now=100, objective_s=60).breached
+    stalled = consumer_stall("d", {"silver_refiner": 10, "bronze_sink": 90}, now=100, objective_s=60)
+    assert stalled.breached and stalled.value == 90 and stalled.breached_since == 70
+    assert "silver_refiner made no progress for 1m 30s" in stalled.message
