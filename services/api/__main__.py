@@ -32,7 +32,7 @@ async def main(settings: ApiSettings, stop: asyncio.Event) -> None:
 
     async def stop_when_asked() -> None:
         await stop.wait()
-        app.state.serving.hub.close()  # ends the open event streams so that shutdown does not wait on them
+        app.state.serving.close_streams()  # so that shutdown does not wait on the open event streams
         server.should_exit = True
 
     watcher = asyncio.create_task(stop_when_asked())

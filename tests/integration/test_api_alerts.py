@@ -41,6 +41,7 @@ class AlertsApi:
     api: ServiceProcess
     datasets: list[str]
     written_before_start: list[Alert]
+    contracts_dir: Path
 
     def dataset(self, index: int) -> str:
         return self.datasets[index]
@@ -91,7 +92,7 @@ async def alerts_api(settings: Settings, tmp_path_factory: pytest.TempPathFactor
     try:
         url = f"http://127.0.0.1:{port}"
         await asyncio.to_thread(wait_ready, url, api)
-        yield AlertsApi(url, settings, api, datasets, before)
+        yield AlertsApi(url, settings, api, datasets, before, folder)
     finally:
         api.close()
 
@@ -195,3 +196,37 @@ async def test_bad_parameters_are_refused_by_name(client: httpx.Client) -> None:
         assert response.status_code == 422, response.text
         assert response.json()["detail"][0]["loc"] == ["query", name]
     assert (await asyncio.to_thread(client.get, "/v1/datasets/nope/alerts")).status_code == 404
+
+
+async def test_an_open_stream_ends_when_the_api_stops(alerts_api: AlertsApi) -> None:
+    """SIGTERM with a client on the alerts stream: the API ends the stream and exits cleanly, without
+    waiting for the client to go."""
+    (port,) = free_ports(1)
+    env = {**os.environ, "LAB_DATASETS": alerts_api.dataset(2), "LAB_CONTRACTS_DIR": str(alerts_api.contracts_dir),
+           "LAB_API_PORT": str(port), "LAB_API_HOST": "127.0.0.1", "LAB_INSTANCE_ID": "api-alerts-stop-test"}
+    api = ServiceProcess("api", env, ARTIFACTS / "test_api_alerts-api-stopped.log")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        await asyncio.to_thread(wait_ready, url, api)
+        ready = asyncio.Event()
+
+        async def listen() -> None:
+            async with httpx.AsyncClient(base_url=url, timeout=None) as http:
+                async with http.stream("GET", "/v1/alerts/stream") as response:
+                    async for line in response.aiter_lines():
+                        if line.startswith("event: ready"):
+                            ready.set()
+
+        listener = asyncio.create_task(listen())
+        await asyncio.wait_for(ready.wait(), 10)
+        stopped = time.monotonic()
+        exit_code = await asyncio.to_thread(api.terminate, 20)
+        took = time.monotonic() - stopped
+        await asyncio.wait_for(asyncio.gather(listener, return_exceptions=True), 5)
+        assert exit_code == 0, api.log_tail()
+        print(f"the API stopped {took:.2f} s after SIGTERM with an alerts stream open")
+        # uvicorn cancels what still runs 5 s after it stops (services/api's timeout_graceful_shutdown): well before
+        # that, the stream was ended by the API itself
+        assert took < 4, f"the API took {took:.1f} s to stop with a stream open"
+    finally:
+        api.close()

@@ -29,8 +29,7 @@ def create_app(settings: ApiSettings, *, background: bool = True) -> FastAPI:
         try:
             yield
         finally:
-            serving.hub.close()
-            serving.alerts.hub.close()
+            serving.close_streams()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

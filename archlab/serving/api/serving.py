@@ -51,6 +51,11 @@ class Serving:
         return cls(settings, contracts, tables, {name: GoldView(c, tables) for name, c in contracts.items()},
                    alerts=AlertBook(settings.api_alerts_resolved_kept))
 
+    def close_streams(self) -> None:
+        """End every open event stream, gold's and the alerts' (the server is stopping)."""
+        self.hub.close()
+        self.alerts.hub.close()
+
 
 def start_background(serving: Serving) -> list[asyncio.Task[None]]:
     """Start the jobs that fill and refresh ``serving``; cancel the returned tasks to stop them."""
