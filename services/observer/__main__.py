@@ -16,6 +16,8 @@ from archlab.observe.history import AlertHistoryEncoder
 from archlab.observe.run import observe
 from archlab.streaming.lake_sink import land, prepare_tables
 
+SETTINGS_MODEL = ObserverSettings  # defined with the settings family in archlab.core.settings
+
 
 async def main(settings: ObserverSettings, stop: asyncio.Event) -> None:
     contracts = load_contracts(settings.contracts_dir, settings.datasets)
