@@ -311,10 +311,11 @@ async def test_pipeline_reports_lag_and_each_tables_version(served: Served, clie
     raw_end = sum((await end_offsets(served.settings, raw)).values())
     assert {t["topic"]: t["committed"] for t in refiner["topics"]}[names.raw_topic(served.dataset)] == raw_end
     reported = {row["table"]: row for row in body["lake"]}
-    assert set(reported) == {names.table_path(layer, served.dataset) for layer in ("bronze", "silver", "quarantine", "dq")
+    assert set(reported) == {names.table_path(layer, served.dataset)
+                             for layer in ("bronze", "silver", "quarantine", "dq", "alert_history")
                              } | {names.table_path("gold", served.dataset, a.name) for a in served.contract.aggregates}
     for row in body["lake"]:
-        if row["layer"] == "bronze":  # this test runs no bronze_sink
+        if row["layer"] in ("bronze", "alert_history"):  # this test runs no bronze_sink and no observer
             assert (row["version"], row["files"], row["rows"]) == (None, 0, 0)
             continue
         # the table may have moved on since the sample: read the version the API reported
