@@ -16,6 +16,7 @@ from archlab.core.retry import backoff
 from archlab.lake.tables import Tables
 from archlab.serving.api.live import GoldFollower, Hub
 from archlab.serving.api.pipeline import PipelineMonitor
+from archlab.serving.api.quality import QualityFigures
 from archlab.serving.api.settings import ApiSettings
 from archlab.serving.api.store import GoldView
 
@@ -35,7 +36,7 @@ class Serving:
     views: dict[str, GoldView]
     hub: Hub = field(default_factory=Hub)
     pages: OrderedDict[tuple[Any, ...], bytes] = field(default_factory=OrderedDict)
-    quality: dict[tuple[Any, ...], tuple[float, bytes]] = field(default_factory=dict)
+    quality: dict[str, QualityFigures] = field(default_factory=dict)
     follower: GoldFollower | None = None
     monitor: PipelineMonitor | None = None
 
@@ -44,7 +45,8 @@ class Serving:
         """The contracts of ``settings.datasets`` and a gold view of each (nothing read yet)."""
         contracts = load_contracts(settings.contracts_dir, settings.datasets)
         tables = Tables.from_settings(settings)
-        return cls(settings, contracts, tables, {name: GoldView(c, tables) for name, c in contracts.items()})
+        return cls(settings, contracts, tables, {name: GoldView(c, tables) for name, c in contracts.items()},
+                   quality={name: QualityFigures(tables, name, settings.api_lake_refresh_s) for name in contracts})
 
 
 def start_background(serving: Serving) -> list[asyncio.Task[None]]:
