@@ -59,6 +59,21 @@ def test_the_table_is_served_as_is_and_the_topic_only_where_newer(tables: Tables
     assert served(view) == {"books": (7, 9), None: (3, 10)}
 
 
+def test_a_rebuild_touches_only_what_changed_and_a_topic_update_lasts_its_ttl(tables: Tables) -> None:
+    encoder = GoldEncoder({"orders": CONTRACT})
+    land(tables, encoder, records(update("by_category_1m", "2025-03-03T06:01:00.000Z", "books", 1, 5)))
+    view = GoldView(CONTRACT, tables)
+    assert view.refresh_lake() and view.rebuild()
+    untouched = view.snapshot.table("totals_1h")
+    view.apply([orjson.loads(update("by_category_1m", "2025-03-03T06:01:00.000Z", "books", 7, 9))])
+    assert view.changed.is_set() and view.rebuild(ttl_s=60)
+    assert served(view) == {"books": (7, 9)}
+    assert view.snapshot.table("totals_1h") is untouched, "an aggregate without updates is not rebuilt"
+    assert not view.changed.is_set() and not view.rebuild(ttl_s=60), "nothing new: no rebuild"
+    view.expire_live(ttl_s=0)
+    assert view.rebuild(ttl_s=0) and served(view) == {"books": (1, 5)}, "expired: the table is served again"
+
+
 def test_as_of_reads_an_older_version_by_number_or_moment(tables: Tables) -> None:
     encoder = GoldEncoder({"orders": CONTRACT})
     view = GoldView(CONTRACT, tables)

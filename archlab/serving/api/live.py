@@ -117,7 +117,7 @@ class GoldFollower:
             self.ready.set()
             log.info("following gold topics", partitions=len(partitions))
             while True:
-                batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+                batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
                 for tp, records in batches.items():
                     self._take(names.dataset_of(tp.topic), records)
         finally:
