@@ -73,6 +73,7 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from prometheus_client import Counter as MetricCounter
 from prometheus_client import Gauge
 
 from archlab.core import names
@@ -84,6 +85,13 @@ log = structlog.get_logger(__name__)
 ASSIGNED_PARTITIONS_METRIC = "lab_assigned_partitions"  # the readiness signal (see archlab.streaming.readiness)
 ASSIGNED_PARTITIONS = Gauge(
     ASSIGNED_PARTITIONS_METRIC, "Partitions a consumer stage owns (set when they are assigned)", ["group", "topic"]
+)
+GROUP_JOINS_METRIC = "lab_group_joins"  # exported as lab_group_joins_total
+GROUP_JOINS = MetricCounter(
+    GROUP_JOINS_METRIC,
+    "Assignments a consumer stage received: one per join of its group, so more than one in a member's life "
+    "means a rebalance (another member, or this one evicted and rejoining, e.g. for missed heartbeats)",
+    ["group"],
 )
 
 TRANSACTION_TIMEOUT_MS = 20_000  # how long a crashed stage's open transaction can hold up read_committed readers
@@ -168,6 +176,7 @@ class ConsumerStage(ABC):
 
     # --- the listener's side -----------------------------------------------------------------
     async def _assigned(self, assigned: Collection[TopicPartition]) -> None:
+        GROUP_JOINS.labels(self.group_id).inc()
         self._owned.update(assigned)
         self._publish_ownership()
         log.info("partitions assigned", group=self.group_id,
