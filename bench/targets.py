@@ -90,8 +90,9 @@ def table(result: Mapping[str, object], benchmark: str) -> str:
         if name == benchmark:
             rows += _rows(targets, result, "this run")
         elif (other := latest(name)) is not None:
-            load = f", load {other['load_average_before']}" if "load_average_before" in other else ""
-            rows += _rows(targets, other, f"`{name}` run of {other.get('at', '?')}{load}")
-    header = ["## Figures against their targets (issue #14)", "", f"This run ({benchmark}, {os.cpu_count()} cores): {load}.", "",
+            its_load = f", load {other['load_average_before']}" if "load_average_before" in other else ""
+            rows += _rows(targets, other, f"`{name}` run of {other.get('at', '?')}{its_load}")
+    header = ["## Figures against their targets (issue #14)", "",
+              f"This run ({benchmark}, {os.cpu_count()} cores): {load}.", "",
               "| figure | measured | target | | from |", "|---|---|---|---|---|"]
     return "\n".join([*header, *rows, ""])
