@@ -61,6 +61,14 @@ STEADY_TARGETS: tuple[Target, ...] = (
       for name in PIPELINE_SERVICES),
 )
 API_TARGETS: tuple[Target, ...] = (Target("API aggregates p99 at 32 clients", "p99_ms", le, 50.0, " ms"),)
+ENDPOINT_P99_MS = 1_000.0  # every other endpoint, whatever the lake holds
+
+
+def _api_targets(result: Mapping[str, object]) -> tuple[Target, ...]:
+    """The aggregates target, then one per endpoint the API benchmark timed (``<endpoint>: p99_ms``)."""
+    endpoints = [key for key in result if key.endswith(": p99_ms") and "baseline" not in key]
+    return (*API_TARGETS, *(Target(f"API p99: {key.removesuffix(': p99_ms')}", key, le, ENDPOINT_P99_MS, " ms")
+                            for key in endpoints))
 
 
 def latest(name: str) -> dict[str, object] | None:
@@ -90,6 +98,7 @@ def table(result: Mapping[str, object], benchmark: str) -> str:
         if name == benchmark:
             rows += _rows(targets, result, "this run")
         elif (other := latest(name)) is not None:
+            targets = _api_targets(other) if name == "api" else targets
             its_load = f", load {other['load_average_before']}" if "load_average_before" in other else ""
             rows += _rows(targets, other, f"`{name}` run of {other.get('at', '?')}{its_load}")
     header = ["## Figures against their targets (issue #14)", "",
