@@ -36,10 +36,10 @@ def parse_window_key(data: bytes) -> WindowKey:
 
 def delta_state(window: Window, plan: AggregatePlan, new_members: dict[str, list[Any]], key: WindowKey) -> bytes:
     """A changelog delta: the window's counters, and the set members this batch added."""
-    return orjson.dumps({
+    return orjson.dumps({  # decimals as strings (default=str): load_values reads them back
         "key": [key[0], key[1], *key[2]], "events": window.events, "late_events": window.late_events,
-        "final": window.final, "revision": window.revision, "values": plan.dump_values(window), "new": new_members,
-    })
+        "final": window.final, "revision": window.revision, "values": window.values, "new": new_members,
+    }, default=str)
 
 
 def apply_delta(windows: PartitionWindows, delta_key: bytes, value: bytes | None) -> WindowKey | None:
@@ -117,10 +117,10 @@ def checkpoint_rows(windows: PartitionWindows, changed: dict[WindowKey, Window],
             continue
         rows.append((window_key_bytes(key), orjson.dumps({
             "events": window.events, "late_events": window.late_events, "final": window.final,
-            "revision": window.revision, "values": windows.plans[key[0]].dump_values(window),
+            "revision": window.revision, "values": window.values,  # decimals as strings, as in deltas
             "sets": {m: list(members) for m, members in window.sets.items()},
             "deltas": [d.decode() for d in window.deltas],
-        })))
+        }, default=str)))
     rows.extend((window_key_bytes(key), None) for key in forgotten)
     rows.append((HIGHEST, orjson.dumps({str(p): ms for p, ms in windows.highest.items()})))
     return rows
