@@ -210,7 +210,7 @@ def _endpoint_urls(base: str, dataset: str) -> dict[str, list[str]]:
         "aggregates": [f"{ds}/aggregates/by_category_1m?limit=100"],
         "pipeline": [f"{base}/v1/pipeline"],
         "tables": [f"{base}/v1/tables"],
-        "table history": [f"{base}/v1/tables/quarantine/{dataset}/history?limit=20"],
+        "table history": [f"{base}/v1/tables/{names.table_path('quarantine', dataset)}/history?limit=20"],
         "datasets": [f"{base}/v1/datasets"],
     }
 
