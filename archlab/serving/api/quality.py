@@ -24,10 +24,9 @@ import structlog
 from deltalake import DeltaTable
 from prometheus_client import Counter as Total
 
-from archlab.contract import quote
 from archlab.core import names, sql
 from archlab.lake.tables import Tables
-from archlab.serving.api.queries import TimeRange
+from archlab.serving.api.queries import TimeRange, range_filter, where_clause
 
 log = structlog.get_logger("api.quality")
 
@@ -110,7 +109,7 @@ class _Table:
                     self._forget_older(day, key)
                 total.add(kept)
             else:
-                where, params = _bounds(self.time_column, period)
+                where, params = range_filter(self.time_column, period)
                 total.add(summarise(self._dataset(day, period), where, params))
         return total
 
@@ -138,27 +137,12 @@ def _inside_calendar(day: date) -> bool:
     return date.min < day < date.max
 
 
-def _bounds(column: str, period: TimeRange) -> tuple[list[str], list[Any]]:
-    where, params = [], []
-    if period.start is not None:
-        where.append(f"{quote(column)} >= ?")
-        params.append(period.start)
-    if period.end is not None:
-        where.append(f"{quote(column)} < ?")
-        params.append(period.end)
-    return where, params
-
-
-def _where(conditions: list[str]) -> str:
-    return f"WHERE {' AND '.join(conditions)}" if conditions else ""
-
-
 def _dq_sums(dataset: Any, where: list[str], params: list[Any]) -> DaySums:
     con = sql.connect()
     try:
         con.register("dq", dataset)
         rows = con.execute(f"SELECT rule, sum(passed), sum(failed), sum(warned), sum(records) FROM dq "
-                           f"{_where(where)} GROUP BY rule", params).fetchall()
+                           f"{where_clause(where)} GROUP BY rule", params).fetchall()
     finally:
         con.close()
     return DaySums(rules={rule: [int(p), int(f), int(w), int(r)] for rule, p, f, w, r in rows})
@@ -168,9 +152,9 @@ def _quarantine_sums(dataset: Any, where: list[str], params: list[Any]) -> DaySu
     con = sql.connect()
     try:
         con.register("quarantine", dataset)
-        count = con.execute(f"SELECT count(*) FROM quarantine {_where(where)}", params).fetchone()
+        count = con.execute(f"SELECT count(*) FROM quarantine {where_clause(where)}", params).fetchone()
         reasons = con.execute(f"SELECT reason.check, reason.field, count(*) FROM ("
-                              f"SELECT unnest(reasons) AS reason FROM quarantine {_where(where)}) GROUP BY ALL",
+                              f"SELECT unnest(reasons) AS reason FROM quarantine {where_clause(where)}) GROUP BY ALL",
                               params).fetchall()
     finally:
         con.close()

@@ -57,7 +57,7 @@ def windows(
                               "items": [], "next_cursor": None}
     if table is None or table.num_rows == 0:
         return result
-    where, params = _range_filter("window_start", period)
+    where, params = range_filter("window_start", period)
     for dimension, value in filters.items():
         where.append(f"CAST({quote(dimension)} AS VARCHAR) = ?")
         params.append(value)
@@ -71,7 +71,7 @@ def windows(
               *(json_value(c, schema.field(c).type) for c in [*aggregate.group_by, *measures]),
               "events", "late_events", "final", "revision", iso("watermark"),
               "epoch_ms(window_start)", KEY_COLUMN]
-    page = (f"SELECT {', '.join(select)} FROM snap {_where(where)} "
+    page = (f"SELECT {', '.join(select)} FROM snap {where_clause(where)} "
             f"ORDER BY window_start, {KEY_COLUMN} LIMIT ?")
     rows = SQL.query(page, [*params, limit + 1], snap=table)
     dims, n_dims = aggregate.group_by, len(aggregate.group_by)
@@ -92,7 +92,8 @@ def windows(
     return result
 
 
-def _range_filter(column: str, period: TimeRange) -> tuple[list[str], list[Any]]:
+def range_filter(column: str, period: TimeRange) -> tuple[list[str], list[Any]]:
+    """SQL conditions (with their parameters) keeping ``column`` inside ``period``."""
     where, params = [], []
     if period.start is not None:
         where.append(f"{quote(column)} >= ?")
@@ -103,7 +104,7 @@ def _range_filter(column: str, period: TimeRange) -> tuple[list[str], list[Any]]
     return where, params
 
 
-def _where(conditions: list[str]) -> str:
+def where_clause(conditions: list[str]) -> str:
     return f"WHERE {' AND '.join(conditions)}" if conditions else ""
 
 
