@@ -22,6 +22,7 @@ class TopicKind(StrEnum):
     SILVER_DEDUP = "silver-dedup"  # silver_refiner's de-duplication changelog
     GOLD_SHUFFLE = "gold-shuffle"  # gold_aggregator's silver records re-keyed by time bucket
     GOLD_STATE = "gold-state"  # gold_aggregator's window-state changelog
+    ALERTS = "alerts"  # the observer's alerts: one current state per alert id
 
 
 #: The lake layers, in the order a record passes them; each is a folder ``<layer>/<dataset>``.
@@ -45,6 +46,7 @@ dq_topic = partial(topic, kind=TopicKind.DQ)
 dedup_topic = partial(topic, kind=TopicKind.SILVER_DEDUP)
 gold_shuffle_topic = partial(topic, kind=TopicKind.GOLD_SHUFFLE)
 gold_state_topic = partial(topic, kind=TopicKind.GOLD_STATE)
+alerts_topic = partial(topic, kind=TopicKind.ALERTS)
 
 
 def dataset_topics(dataset: str) -> list[str]:

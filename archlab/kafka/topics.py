@@ -33,6 +33,8 @@ TOPIC_CONFIGS: dict[TopicKind, dict[str, str]] = {
     TopicKind.SILVER_DEDUP: {"cleanup.policy": "compact"},
     # gold_aggregator's window state: deltas, tombstoned once a window is forgotten.
     TopicKind.GOLD_STATE: {"cleanup.policy": "compact"},
+    # the observer's alerts: the latest state of each alert id.
+    TopicKind.ALERTS: {"cleanup.policy": "compact"},
 }
 
 

@@ -33,7 +33,7 @@ def test_the_per_kind_builders_and_the_dataset_topics_agree_with_topic() -> None
         TopicKind.RAW: names.raw_topic, TopicKind.SILVER: names.silver_topic,
         TopicKind.QUARANTINE: names.quarantine_topic, TopicKind.GOLD: names.gold_topic, TopicKind.DQ: names.dq_topic,
         TopicKind.SILVER_DEDUP: names.dedup_topic, TopicKind.GOLD_SHUFFLE: names.gold_shuffle_topic,
-        TopicKind.GOLD_STATE: names.gold_state_topic,
+        TopicKind.GOLD_STATE: names.gold_state_topic, TopicKind.ALERTS: names.alerts_topic,
     }
     assert set(builders) == set(TopicKind), "a kind without its builder"
     for kind, build in builders.items():
