@@ -9,9 +9,10 @@ from typing import Annotated
 
 import typer
 
-from bench import api, backfill, bronze, chaos, faust_limit, gold, pipeline, silver, steady, year
+from bench import api, backfill, bronze, chaos, faust_limit, gold, gold_cardinality, pipeline, silver, steady, year
 
-SERVICES = {"bronze": bronze.main, "silver": silver.main, "gold": gold.main, "api": api.main}
+SERVICES = {"bronze": bronze.main, "silver": silver.main, "gold": gold.main,
+            "gold_cardinality": gold_cardinality.main, "api": api.main}
 BENCHMARKS = {"pipeline": pipeline.main, **SERVICES}
 # chaos: long, failures injected; faust: a why; year: a replayed year's files and count(*); backfill: starts Spark
 ON_DEMAND = {"chaos": chaos.main, "faust": faust_limit.main, "year": year.main, "backfill": backfill.main}

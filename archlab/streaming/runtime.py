@@ -21,8 +21,9 @@ Lifecycle (:func:`run_stage`)
 Assignment
     ``lab_assigned_partitions{group,topic}`` is set to the partitions this member now owns and the line
     "partitions assigned" is logged: this is the readiness signal (tests and operators wait for the gauge,
-    not the log; it drops back on revocation and when the loop ends). Then, holding the stage lock, each partition is recovered
-    (:meth:`ConsumerStage.recover_partition`) and only after that marked *ready*; no record of a partition
+    not the log; it drops back on revocation and when the loop ends). Then, holding the stage lock, the assigned
+    partitions are recovered, together (:meth:`ConsumerStage.recover_partitions`: one read of a changelog's
+    partitions, not one per partition), and only after that marked *ready*; no record of a partition
     that is not ready is processed or committed. A lake sink recovers by reading, for each of the
     partition's tables, the transaction version it holds, and seeking after the lowest (a table without
     one counts as the committed offset); a transactional stage rebuilds the partition's
@@ -165,8 +166,8 @@ class ConsumerStage(ABC):
             yield self.generation == generation
 
     # --- rebalance hooks ---------------------------------------------------------------------
-    async def recover_partition(self, tp: TopicPartition) -> None:
-        """Make an assigned partition safe to process (runs before any of its records is)."""
+    async def recover_partitions(self, assigned: Collection[TopicPartition]) -> None:
+        """Make the partitions of one assignment safe to process (runs before any of their records is)."""
 
     async def release_partitions(self, revoked: Collection[TopicPartition]) -> None:
         """Give revoked partitions up (runs after the commit in flight)."""
@@ -183,9 +184,8 @@ class ConsumerStage(ABC):
                  partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
         async with self._rebalanced:
             try:
-                for tp in assigned:
-                    await self.recover_partition(tp)
-                    self._ready.add(tp)
+                await self.recover_partitions(assigned)
+                self._ready.update(assigned)
             except Exception as exc:  # without its recovery a partition must not run
                 self._fatal = exc
             self.after_assignment()

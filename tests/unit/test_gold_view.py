@@ -17,7 +17,7 @@ from archlab.core import names
 from archlab.core.settings import PROJECT_ROOT
 from archlab.lake.store import Lake
 from archlab.lake.tables import Tables
-from archlab.pipeline.gold.stages import GoldEncoder
+from archlab.pipeline.gold.tables import GoldEncoder
 from archlab.pipeline.silver.tables import DqEncoder, QuarantineEncoder
 from archlab.serving.api import queries
 from archlab.serving.api.quality import QualityFigures

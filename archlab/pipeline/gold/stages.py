@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,13 +45,10 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter as MetricCounter
 from prometheus_client import Gauge
 
-from archlab.contract import Aggregate, Contract
+from archlab.contract import Contract
 from archlab.core import names, sql
 from archlab.core.settings import Settings
 from archlab.kafka.clients import KeyedBatchSender, end_offsets, partition_for, read_to_end
-from archlab.lake.latest import latest_rows
-from archlab.lake.store import calendar_date
-from archlab.lake.tables import TableTarget
 from archlab.pipeline.gold.window_store import (
     HIGHEST,
     CheckpointRows,
@@ -225,33 +222,39 @@ class Aggregator(TransactionalProcessor):
             tp, PartitionWindows(self.contracts[dataset], self.silver_partitions[dataset])
         )
 
-    async def restore(self, tp: TopicPartition) -> None:
-        """Rebuild a shuffle partition's windows: the local checkpoint, then the state changelog
-        after it (read_committed), or all of the changelog when there is no checkpoint. Counted in
-        ``lab_gold_restores_total`` by that starting point, and the windows it found in
-        ``lab_gold_windows_restored_total``: what a restart really restored, observable from outside."""
-        dataset = names.dataset_of(tp.topic)
-        if dataset not in self.silver_partitions:
-            self.silver_partitions[dataset] = len(await self.producer.partitions_for(names.silver_topic(dataset)))
-        self.partitions.pop(tp, None)
-        windows = self._windows(tp)
-        checkpoint = await self._in_store_thread(self.store.load, dataset, tp.partition, windows)
-        changelog = TopicPartition(names.gold_state_topic(dataset), tp.partition)
-        if checkpoint is not None and checkpoint >= (await end_offsets(self.settings, [changelog]))[changelog]:
-            log.warning("gold checkpoint is ahead of its changelog (topics recreated?): ignored",
-                        topic=tp.topic, partition=tp.partition, checkpoint=checkpoint)
-            await self._in_store_thread(self.store.clear, dataset, tp.partition)
+    async def restore(self, assigned: list[TopicPartition]) -> None:
+        """Rebuild the assigned shuffle partitions' windows: each one's local checkpoint, then its state
+        changelog after it (read_committed), or all of it when there is no checkpoint, all partitions in
+        one read. Counted in ``lab_gold_restores_total`` by that starting point, and the windows found
+        in ``lab_gold_windows_restored_total``: what a restart really restored, observable from outside."""
+        checkpoints: dict[TopicPartition, int | None] = {}
+        changelogs: dict[TopicPartition, TopicPartition] = {}
+        for tp in assigned:
+            dataset = names.dataset_of(tp.topic)
+            if dataset not in self.silver_partitions:
+                self.silver_partitions[dataset] = len(await self.producer.partitions_for(names.silver_topic(dataset)))
             self.partitions.pop(tp, None)
-            windows, checkpoint = self._windows(tp), None
-        start = None if checkpoint is None else {changelog: checkpoint + 1}
-        tail = TailReplay(windows)
-        async for records in read_to_end(self.settings, [changelog], start=start):
-            await asyncio.to_thread(tail.apply, records)
-        await self._in_store_thread(tail.finish, self.store, dataset, tp.partition)
-        RESTORES.labels(dataset, "changelog" if checkpoint is None else "checkpoint").inc()
-        WINDOWS_RESTORED.labels(dataset).inc(len(windows.windows))
-        log.info("gold state restored", topic=tp.topic, partition=tp.partition, windows=len(windows.windows),
-                 checkpoint=checkpoint, changelog_records_applied=tail.applied)
+            checkpoints[tp] = await self._in_store_thread(self.store.load, dataset, tp.partition, self._windows(tp))
+            changelogs[tp] = TopicPartition(names.gold_state_topic(dataset), tp.partition)
+        ends = await end_offsets(self.settings, list(changelogs.values()))
+        for tp, checkpoint in checkpoints.items():
+            if checkpoint is not None and checkpoint >= ends[changelogs[tp]]:
+                log.warning("gold checkpoint is ahead of its changelog (topics recreated?): ignored",
+                            topic=tp.topic, partition=tp.partition, checkpoint=checkpoint)
+                await self._in_store_thread(self.store.clear, names.dataset_of(tp.topic), tp.partition)
+                self.partitions.pop(tp, None)
+                checkpoints[tp] = None
+        tails = {changelogs[tp]: TailReplay(self._windows(tp)) for tp in assigned}
+        start = {changelogs[tp]: checkpoint + 1 for tp, checkpoint in checkpoints.items() if checkpoint is not None}
+        async for records in read_to_end(self.settings, list(tails), start=start):
+            await asyncio.to_thread(tails[TopicPartition(records[0].topic, records[0].partition)].apply, records)
+        for tp, checkpoint in checkpoints.items():
+            dataset, tail, windows = names.dataset_of(tp.topic), tails[changelogs[tp]], self.partitions[tp]
+            await self._in_store_thread(tail.finish, self.store, dataset, tp.partition)
+            RESTORES.labels(dataset, "changelog" if checkpoint is None else "checkpoint").inc()
+            WINDOWS_RESTORED.labels(dataset).inc(len(windows.windows))
+            log.info("gold state restored", topic=tp.topic, partition=tp.partition, windows=len(windows.windows),
+                     checkpoint=checkpoint, changelog_records_applied=tail.applied)
 
     def forget(self, revoked: list[TopicPartition]) -> None:
         for tp in revoked:
@@ -361,52 +364,3 @@ class Aggregator(TransactionalProcessor):
             row = {"dataset": batch.dataset, "minute": minute, "rule": rule, "passed": on_time, "failed": late,
                    "warned": 0, "records": on_time + late}
             await self.senders[names.dq_topic(batch.dataset)].send(rule.encode(), orjson.dumps(row))
-
-
-GOLD_DATE = pa.field(names.DATE_PARTITION, pa.date32(), nullable=False)
-"""A gold table's partition: the UTC date of the window's start (clamped to the calendar)."""
-
-
-def gold_target(contract: Contract, aggregate: Aggregate) -> TableTarget:
-    """The Delta table of one aggregate: its own columns of the contract's gold schema plus the date
-    partition, merged by (date, aggregate, window start, dimensions) so that it holds one current row
-    per window and group; a row is replaced only by a higher ``revision``.
-
-    The date is a merge key although the window start implies it: delta-rs prunes a merge's files by
-    the partition values (and key statistics) it can read off the batch, so a flush rewrites only the
-    files of the days it touches, never the whole table."""
-    schema = contract.aggregate_schema(aggregate.name).append(GOLD_DATE)
-    keys = (GOLD_DATE.name, "aggregate", "window_start", *aggregate.group_by)
-    return TableTarget(names.table_path("gold", contract.dataset, aggregate.name), schema, (GOLD_DATE.name,),
-                       merge_keys=keys, newer_when="s.revision > t.revision")
-
-
-class GoldEncoder:
-    """``<dataset>.gold`` to one current-value Delta table per aggregate, ``gold/<dataset>/<aggregate>``."""
-
-    layer = "gold"
-
-    def __init__(self, contracts: dict[str, Contract]) -> None:
-        self._contracts = contracts
-        self._targets = {name: {a.name: gold_target(c, a) for a in c.aggregates} for name, c in contracts.items()}
-
-    def targets(self, dataset: str) -> list[TableTarget]:
-        return list(self._targets[dataset].values())
-
-    def encode(self, records: Sequence[ConsumerRecord]) -> dict[str, pa.Table]:
-        """Per aggregate table, the latest update of each window and group among ``records`` (a merge
-        takes one source row per key)."""
-        dataset = names.dataset_of(records[0].topic)
-        return self.tables(dataset, [r.value for r in records if r.value is not None])
-
-    def tables(self, dataset: str, values: list[bytes]) -> dict[str, pa.Table]:
-        """Gold records (wire JSON) as rows of their aggregates' tables, the latest per window and group;
-        the stream's sink and a batch rebuild (``archlab.batch``) shape gold rows alike."""
-        rows = from_wire_json(values, self._contracts[dataset].gold_schema)
-        out = {}
-        for name, target in self._targets[dataset].items():
-            mine = rows.filter(pc.equal(rows["aggregate"], name))
-            if mine.num_rows:
-                mine = mine.append_column(GOLD_DATE, calendar_date(mine["window_start"]))
-                out[target.path] = latest_rows(mine, target.merge_keys).select(target.schema.names).cast(target.schema)
-        return out
