@@ -23,7 +23,8 @@ Assignment
     "partitions assigned" is logged: this is the readiness signal (tests and operators wait for the gauge,
     not the log; it drops back on revocation and when the loop ends). Then, holding the stage lock, the assigned
     partitions are recovered, together (:meth:`ConsumerStage.recover_partitions`: one read of a changelog's
-    partitions, not one per partition), and only after that marked *ready*; no record of a partition
+    partitions, not one per partition), and only after that marked *ready* (a lake sink marks each one as
+    soon as it is sought, :meth:`ConsumerStage.mark_ready`, since it drops what it fetched of one not ready); no record of a partition
     that is not ready is processed or committed. A lake sink recovers by reading, for each of the
     partition's tables, the transaction version it holds, and seeking after the lowest (a table without
     one counts as the committed offset); a transactional stage rebuilds the partition's
@@ -153,6 +154,12 @@ class ConsumerStage(ABC):
 
     def is_ready(self, tp: TopicPartition) -> bool:
         return tp in self._ready
+
+    def mark_ready(self, tp: TopicPartition) -> None:
+        """One partition of the assignment being recovered is safe to process already: a stage that drops
+        the fetched records of partitions not ready (the lake sink) marks each as soon as it has sought
+        it, so that nothing fetched after that seek is dropped while the others recover."""
+        self._ready.add(tp)
 
     @asynccontextmanager
     async def holding(self, partitions: Collection[TopicPartition], generation: int) -> AsyncIterator[bool]:
