@@ -13,7 +13,7 @@ export UV_PYTHON_DOWNLOADS := never
 LAB := .venv/bin/lab
 PYTEST_ARGS ?=
 
-.PHONY: help provision env up down infra-up infra-down infra-clean test test-unit test-integration test-e2e bench chaos lint
+.PHONY: help provision env up down infra-up infra-down infra-clean test test-unit test-integration test-e2e bench bench-steady chaos lint
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -78,6 +78,9 @@ test-e2e: provision ## whole-system tests
 
 bench: provision ## end-to-end benchmark (1M orders; BENCH_ARGS="--events 300000"); per service: BENCH_ARGS=silver, or services
 	@.venv/bin/python -m bench $(BENCH_ARGS)
+
+bench-steady: provision ## the whole system at its demo rate for 5 minutes: CPU and RSS per process (BENCH_ARGS="--steady-seconds 120")
+	@.venv/bin/python -m bench pipeline --steady $(BENCH_ARGS)
 
 chaos: provision ## 500k events while services are kill -9ed, Kafka restarted, MinIO stopped; verdict (CHAOS_ARGS)
 	@.venv/bin/python -m bench.chaos $(CHAOS_ARGS)

@@ -10,11 +10,13 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+import psutil
 
 from archlab.core import names
 from archlab.core.settings import PROJECT_ROOT, Settings
@@ -124,8 +126,72 @@ async def against_consume_only(events: int, label: str, target: float, component
     }
 
 
-def report(name: str, title: str, result: dict[str, object]) -> None:
-    """Print a result as a Markdown table and write ``bench/results/<name>.json`` and ``.md``."""
+@dataclass
+class Watched:
+    """A process whose RSS (with its children) and CPU time are sampled."""
+
+    name: str
+    proc: psutil.Process
+    children: bool = True
+    peak_rss: int = 0
+    rss: int = 0  # at the last sample
+    cpu_s: float = 0.0
+
+    def sample(self) -> None:
+        with suppress(psutil.Error):
+            family = [self.proc, *(self.proc.children(recursive=True) if self.children else [])]
+            rss = cpu = 0
+            for p in family:
+                with suppress(psutil.Error):
+                    rss += p.memory_info().rss
+                    times = p.cpu_times()
+                    cpu += times.user + times.system
+            self.rss = rss
+            self.peak_rss = max(self.peak_rss, rss)
+            self.cpu_s = max(self.cpu_s, cpu)  # a child that exited takes its CPU time with it
+
+
+@dataclass
+class Processes:
+    """The processes of a run by name, sampled together (RSS peaks, CPU seconds)."""
+
+    watched: dict[str, Watched] = field(default_factory=dict)
+
+    def add(self, name: str, pid: int) -> Watched:
+        self.watched[name] = Watched(name, psutil.Process(pid))
+        return self.watched[name]
+
+    def sample(self) -> None:
+        for w in self.watched.values():
+            w.sample()
+
+    def cpu(self) -> dict[str, float]:
+        self.sample()
+        return {name: w.cpu_s for name, w in self.watched.items()}
+
+    async def run(self, stop: asyncio.Event, every_s: float = 0.5) -> None:
+        while not stop.is_set():
+            self.sample()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
+
+
+def listener_pid(port: int) -> int | None:
+    """The process listening on TCP ``port`` (Kafka's or MinIO's, to watch it)."""
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
+            return conn.pid
+    return None
+
+
+def load_average() -> str:
+    """The machine's 1, 5 and 15 minute load averages, e.g. ``1.20 / 0.90 / 0.70``."""
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def report(name: str, title: str, result: dict[str, object], summary: str = "") -> None:
+    """Print a result as a Markdown table and write ``bench/results/<name>.json`` and ``.md``
+    (``summary``, e.g. the figures against their targets, above the full table)."""
     table = "\n".join(["| measure | value |", "|---|---|"] + [
         f"| {key} | {value:,} |" if isinstance(value, int) else f"| {key} | {value} |" for key, value in result.items()
     ])
@@ -133,6 +199,8 @@ def report(name: str, title: str, result: dict[str, object]) -> None:
     document = {"benchmark": name, "at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, **result}
     (RESULTS / f"{name}.json").write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
-    (RESULTS / f"{name}.md").write_text(f"# {title}\n\n{table}\n")
+    (RESULTS / f"{name}.md").write_text(f"# {title}\n\n{summary + chr(10) if summary else ''}## Every figure\n\n{table}\n")
     print(table)
+    if summary:
+        print(f"\n{summary}")
     print(f"\nwritten to {RESULTS / name}.json and .md")

@@ -7,6 +7,9 @@ phases share one stack, one table of watched processes and one lag sampler, and 
 
 1. *Limit*: the same events (generated up front, in memory) sent by a bare aiokafka producer to a
    scratch topic and read back by a bare aiokafka ``getmany`` loop, before any service runs.
+   Then the topology's own limit (``bench/topology.py``): the same events through identity stages
+   (raw -> silver + changelog -> shuffle -> gold, bare aiokafka transactional loops) on a dataset
+   of their own, timed like the pipeline (``--no-topology`` skips it).
 2. *Throughput*: bronze_sink, silver_refiner, gold_aggregator and the api start as
    ``python -m services.<name>``; N orders are sent to ``<ds>.raw`` unpaced (the pipeline consumes
    while they are sent). Gold is complete when the silver refiner has committed all of raw, the
@@ -21,7 +24,8 @@ phases share one stack, one table of watched processes and one lag sampler, and 
    send -> visible.
 
 Consumer lag of every group is sampled every 0.5 s (plot: ``bench/results/pipeline-lag.png``),
-RSS and CPU time of every process every 0.5 s.
+RSS and CPU time of every process every 0.5 s. The headline figures are printed next to their
+targets (``bench/targets.py``) and appended to ``bench/results/history.csv`` (``bench/history.py``).
 """
 
 from __future__ import annotations
@@ -34,8 +38,8 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -55,78 +59,25 @@ from archlab.kafka.clients import KeyedBatchSender, make_consumer, make_producer
 from archlab.kafka.lag import LagProbe, lag_of, settled_offsets
 from archlab.kafka.topics import create_topics, new_topic
 from archlab.testing.processes import ServiceProcess, free_ports
+from bench import history, targets
 from bench.common import (
     RESULTS,
+    Processes,
     consume_only_rate,
     copy_contract,
     fresh_dataset,
+    listener_pid,
+    load_average,
     report,
     stack_env,
     throwaway_stack,
 )
+from bench.topology import identity_limit
 
 SERVICES = (*PIPELINE_SERVICES, "api")
 SEND_EVENTS_PER_S = 20_000  # event-time speed of the generated stream: N orders span N/20,000 s of the past
 MARKER_COUNTRY = "XA"  # ISO 3166 user-assigned: never generated
 MARKER_EVERY_S = 0.25
-TARGETS = {"end_to_end_events_per_s": 25_000, "ratio_to_produce_only": 0.35, "ratio_to_peer": 2.0,
-           "freshness_p95_s": 2.0, "service_rss_mb": 300}
-
-
-# --- processes -----------------------------------------------------------------------------------
-@dataclass
-class Watched:
-    """A process whose RSS (with its children) and CPU time are sampled."""
-
-    name: str
-    proc: psutil.Process
-    children: bool = True
-    peak_rss: int = 0
-    cpu_s: float = 0.0
-
-    def sample(self) -> None:
-        with contextlib.suppress(psutil.Error):
-            family = [self.proc, *(self.proc.children(recursive=True) if self.children else [])]
-            rss = cpu = 0
-            for p in family:
-                with contextlib.suppress(psutil.Error):
-                    rss += p.memory_info().rss
-                    times = p.cpu_times()
-                    cpu += times.user + times.system
-            self.peak_rss = max(self.peak_rss, rss)
-            self.cpu_s = max(self.cpu_s, cpu)
-
-
-@dataclass
-class Processes:
-    watched: dict[str, Watched] = field(default_factory=dict)
-
-    def add(self, name: str, pid: int) -> Watched:
-        self.watched[name] = Watched(name, psutil.Process(pid))
-        return self.watched[name]
-
-    def sample(self) -> None:
-        for w in self.watched.values():
-            w.sample()
-
-    def cpu(self) -> dict[str, float]:
-        self.sample()
-        return {name: w.cpu_s for name, w in self.watched.items()}
-
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            self.sample()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
-
-
-def _listener_pid(port: int) -> int | None:
-    for conn in psutil.net_connections(kind="tcp"):
-        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
-            return conn.pid
-    return None
-
-
 STOP_GRACE_S = 20.0
 
 
@@ -377,8 +328,8 @@ async def _peer(settings: Settings, lag: Lag, raw: str, folder: Path, logs: Path
         del procs.watched["quix_peer"]
 
 
-async def measure(events: int, freshness_s: float, peer: bool) -> dict[str, object]:
-    load_before = os.getloadavg()
+async def measure(events: int, freshness_s: float, peer: bool, topology: bool = True) -> dict[str, object]:
+    load_before = load_average()
     with throwaway_stack() as (_, settings), tempfile.TemporaryDirectory(prefix="lab-bench-pipeline-") as tmp:
         folder = Path(tmp)
         logs = RESULTS / "pipeline-logs"
@@ -392,7 +343,7 @@ async def measure(events: int, freshness_s: float, peer: bool) -> dict[str, obje
         kafka_port = int(settings.kafka_bootstrap.rsplit(":", 1)[1])
         minio_port = int(settings.s3_endpoint.rsplit(":", 1)[1])
         for name, port in (("kafka", kafka_port), ("minio", minio_port)):
-            if (pid := _listener_pid(port)) is not None:
+            if (pid := listener_pid(port)) is not None:
                 procs.add(name, pid)
 
         # 1. the limit: the same events to a scratch topic, then read back
@@ -402,6 +353,15 @@ async def measure(events: int, freshness_s: float, peer: bool) -> dict[str, obje
         produce_s = await send_all(settings, limit_topic, batches)
         consumed, consume_s = await consume_only_rate(settings, limit_topic)
         print(f"[limit] produce-only {events / produce_s:,.0f}/s, consume-only {consumed / consume_s:,.0f}/s", flush=True)
+        topology_result: dict[str, object] = {}
+        if topology:  # the same events through identity stages on a dataset of their own
+            try:
+                topology_result = await identity_limit(settings, await fresh_dataset(settings), events,
+                                                       partial(send_all, settings, batches=batches), procs, logs)
+                print(f"[limit] identity topology {topology_result['topology_limit_events_per_s']:,}/s", flush=True)
+            except RuntimeError as error:  # the rest of the run still measures the pipeline
+                topology_result = {"topology_limit": f"failed: {error}"}
+                print(f"[limit] identity topology failed: {error}", flush=True)
 
         # 2. the services
         api_port, *metrics = free_ports(1 + len(SERVICES))
@@ -452,13 +412,16 @@ async def measure(events: int, freshness_s: float, peer: bool) -> dict[str, obje
                 print(f"[throughput] {events:,} events to gold in {elapsed:.1f} s: {e2e:,.0f}/s", flush=True)
                 result.update({
                     "events": events,
-                    "load_average_before": " / ".join(f"{x:.2f}" for x in load_before),
+                    "load_average_before": load_before,
                     "produce_only_events_per_s": round(produce_rate),
                     "consume_only_events_per_s": round(consumed / consume_s),
                     "send_events_per_s": round(events / send_s),
                     "end_to_end_s": round(elapsed, 2),
                     "end_to_end_events_per_s": round(e2e),
                     "ratio_end_to_end_to_produce_only": round(e2e / produce_rate, 3),
+                    **topology_result,
+                    **({"ratio_end_to_end_to_topology_limit": round(e2e / topology_result["topology_limit_events_per_s"], 3)}
+                       if "topology_limit_events_per_s" in topology_result else {}),
                     "bronze_done_s": round(t_bronze - t0, 2), "bronze_events_per_s": round(events / (t_bronze - t0)),
                     "silver_done_s": round(t_silver - t0, 2), "silver_events_per_s": round(events / (t_silver - t0)),
                     "shuffle_done_s": round(t_shuffle - t0, 2),
@@ -511,9 +474,8 @@ async def measure(events: int, freshness_s: float, peer: bool) -> dict[str, obje
         for name in ("kafka", "minio"):
             if name in procs.watched:
                 result[f"peak_rss_mb[{name}]"] = round(procs.watched[name].peak_rss / 2**20)
-        result["load_average_after"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+        result["load_average_after"] = load_average()
     _plot(lag.series, phases)
-    result["targets"] = ", ".join(f"{k} {v}" for k, v in TARGETS.items())
     return result
 
 
@@ -545,10 +507,12 @@ def _plot(series: list[tuple[float, dict[str, int]]], phases: dict[str, float]) 
     plt.close(fig)
 
 
-def main(events: int = 1_000_000, freshness_s: float = 60.0, peer: bool = True) -> None:
-    result = asyncio.run(measure(events, freshness_s, peer))
-    report("pipeline", "End-to-end: raw -> silver -> gold, freshness through the API, limit and peer", result)
-    print(f"lag plot: {RESULTS / 'pipeline-lag.png'}")
+def main(events: int = 1_000_000, freshness_s: float = 60.0, peer: bool = True, topology: bool = True) -> None:
+    result = asyncio.run(measure(events, freshness_s, peer, topology))
+    report("pipeline", "End-to-end: raw -> silver -> gold, freshness through the API, limit and peer", result,
+           summary=targets.table(result, "pipeline"))
+    history.append(result, "pipeline")
+    print(f"lag plot: {RESULTS / 'pipeline-lag.png'}; history: {history.HISTORY} and {history.PLOT.name}")
 
 
 if __name__ == "__main__":

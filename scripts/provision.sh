@@ -2,6 +2,7 @@
 # Provision the native infrastructure into the git-ignored cache folder (.stack/ by default):
 #   .stack/kafka/libs/  Apache Kafka broker + console tools + log4j2 backend (jars from Maven Central)
 #   .stack/bin/minio    MinIO server built from source with `go install`
+#   .stack/bin/vegeta   HTTP load generator of the API benchmark, built with `go install`
 #   .stack/spark/jars/  Delta Lake for Spark + Hadoop's s3a connector, for the outside-reader test's PySpark
 #   chromium            Debian's headless browser for the dashboard's browser test (apt-get)
 # Versions come from infra/versions.env. Idempotent: each part is skipped when its stamp file
@@ -90,6 +91,21 @@ else
   log "minio: built $minio_bin ($(elapsed "$t"))"
 fi
 
+# --- vegeta (the API benchmark's load generator) ------------------------------------------------
+vegeta_stamp="vegeta=$VEGETA_MODULE_VERSION go=$go_version"
+vegeta_bin="$BIN_DIR/vegeta"
+if [[ $FORCE == 0 && -x "$vegeta_bin" && "$(cat "$BIN_DIR/.vegeta.stamp" 2>/dev/null)" == "$vegeta_stamp" ]]; then
+  log "vegeta: up to date ($vegeta_stamp)"
+else
+  t=$(now)
+  log "vegeta: go install github.com/tsenart/vegeta/v12@$VEGETA_MODULE_VERSION"
+  GOBIN="$BIN_DIR" GOFLAGS=-buildvcs=false GOTOOLCHAIN=local \
+    go install "github.com/tsenart/vegeta/v12@$VEGETA_MODULE_VERSION" \
+    || die "go install of vegeta failed (see the output above)"
+  echo "$vegeta_stamp" > "$BIN_DIR/.vegeta.stamp"
+  log "vegeta: built $vegeta_bin ($(elapsed "$t"))"
+fi
+
 # --- Spark jars (the outside-reader test) -------------------------------------------------------
 # PySpark itself comes from uv.lock (group outside-readers); these are the jars it lacks to read Delta
 # tables on s3a://. archlab/lake/spark.py lists them in spark.jars, so no session downloads anything.
@@ -140,6 +156,7 @@ fi
 # --- verification -------------------------------------------------------------------------------
 "$minio_bin" --version >/dev/null 2>&1 || die "$minio_bin does not run; re-run with --force"
 log "minio: $("$minio_bin" --version 2>&1 | head -n1)"
+"$vegeta_bin" -version >/dev/null 2>&1 || die "$vegeta_bin does not run; re-run with --force"
 [[ -f "$kafka_jar" ]] || die "$kafka_jar is missing; re-run with --force"
 unzip -l "$kafka_jar" kafka/Kafka.class >/dev/null 2>&1 || die "$kafka_jar holds no kafka.Kafka class"
 # Exactly one SLF4J 1.x binding, or the broker logs to a random backend (or to nothing).

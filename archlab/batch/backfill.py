@@ -27,7 +27,7 @@ from archlab.contract import Contract, ContractError, load_contract
 from archlab.core import names
 from archlab.lake.spark import SparkSettings
 from archlab.lake.tables import Tables
-from archlab.pipeline.gold.stages import GoldEncoder
+from archlab.pipeline.gold.tables import GoldEncoder
 from archlab.pipeline.silver.tables import QuarantineEncoder, SilverEncoder, dated_quarantine, dated_silver
 from archlab.pipeline.wire import QUARANTINE_SCHEMA
 

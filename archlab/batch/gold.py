@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from archlab.contract import Contract
 from archlab.core import sql
-from archlab.pipeline.gold.stages import GoldEncoder
+from archlab.pipeline.gold.tables import GoldEncoder
 from archlab.pipeline.gold.windows import PartitionWindows
 
 BACKFILL_REVISION = 1 << 62

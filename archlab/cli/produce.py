@@ -22,7 +22,7 @@ from rich.text import Text
 from archlab.cli.common import console, load_settings
 from archlab.contract import ContractError, load_contract
 from archlab.core.names import raw_topic
-from archlab.ingest.generators import DirtyRates, available_datasets
+from archlab.ingest.generators import DirtyRates, StreamShape, available_datasets
 from archlab.ingest.produce import Summary, produce_synthetic, replay_file
 
 
@@ -58,16 +58,21 @@ def produce(
     seed: Annotated[int, typer.Option(help="same seed, same events")] = 42,
     duration: Annotated[float, typer.Option(min=0, help="stop after this many seconds; 0 = no limit")] = 0.0,
     clean: Annotated[bool, typer.Option("--clean", help="send no injected dirty records")] = False,
+    out_of_order_hours: Annotated[float, typer.Option(
+        min=0, max=720, help="move each event's time back by up to this many hours (out of order)")] = 0.0,
+    cardinality: Annotated[float, typer.Option(
+        min=0.01, max=200, help="orders: times more distinct products and customers")] = 1.0,
 ) -> None:
     """Send a realistic synthetic event stream (with a few % of dirty records) to <dataset>.raw."""
     settings = load_settings()
     dirty = DirtyRates.clean() if clean else None
+    shape = StreamShape(out_of_order_ms=round(out_of_order_hours * 3_600_000), cardinality=cardinality)
 
     async def run() -> Summary:
         with _progress() as bar:
             task = bar.add_task(raw_topic(dataset), total=count or None)
             return await produce_synthetic(
-                settings, dataset, count=count, rate=rate, seed=seed, duration=duration, dirty=dirty,
+                settings, dataset, count=count, rate=rate, seed=seed, duration=duration, dirty=dirty, shape=shape,
                 progress=lambda n: bar.advance(task, n),
             )
 

@@ -23,7 +23,7 @@ import structlog
 from archlab.contract import Contract
 from archlab.core import names
 from archlab.core.settings import Settings
-from archlab.ingest.generators import DirtyRates, make_generator
+from archlab.ingest.generators import DirtyRates, StreamShape, make_generator
 from archlab.kafka.clients import KeyedBatchSender, make_producer
 
 log = structlog.get_logger(__name__)
@@ -74,17 +74,20 @@ async def produce_synthetic(
     progress: Progress | None = None,
     topic: str | None = None,
     history: timedelta | None = None,
+    shape: StreamShape | None = None,
 ) -> Summary:
     """Send ``count`` generated events (0 = until ``duration`` or ``stop``) at ``rate`` events/s
     to ``topic`` (default ``<dataset>.raw``). With ``history``, event times instead spread evenly
-    over that span up to now (a backfill of ``count`` events, sent as fast as ``rate`` allows)."""
+    over that span up to now (a backfill of ``count`` events, sent as fast as ``rate`` allows). ``shape``
+    spreads them out of time order and over more groups (``StreamShape``)."""
     now = datetime.now(UTC)
     if history is not None and count:  # a backfill: the seasonal profile, its count ending before now
         start, spacing, until = now - history, count / history.total_seconds(), now
     else:  # live: event time keeps pace with the sending rate, so no seasonal profile
         start, spacing, until = now, rate or 1000.0, None
     generator = make_generator(dataset, seed=seed, start=start, events_per_second=spacing, dirty=dirty,
-                               contracts_dir=settings.contracts_dir, seasonal=until is not None, until=until)
+                               contracts_dir=settings.contracts_dir, seasonal=until is not None, until=until,
+                               shape=shape)
     deadline = time.monotonic() + duration if duration > 0 else float("inf")
     chunk = max(1, min(5_000, int(rate / 10))) if rate > 0 else 5_000
 

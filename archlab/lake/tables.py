@@ -289,9 +289,10 @@ class Tables:
         actions = pa.table(table.get_add_actions(flatten=True))
         return Counter(actions.column(f"partition.{names.DATE_PARTITION}").to_pylist()) if actions.num_rows else Counter()
 
-    def stats(self, path: str) -> TableStats | None:
-        """Version, files, rows and bytes from the table's log (no data file read)."""
-        table = self.open(path)
+    def stats(self, path: str, table: DeltaTable | None = None) -> TableStats | None:
+        """Version, files, rows and bytes from the table's log (no data file read); ``table``: a handle of
+        it the caller keeps up to date (opening a table reads its log from the last checkpoint on)."""
+        table = table or self.open(path)
         if table is None:
             return None
         actions = pa.table(table.get_add_actions(flatten=True))

@@ -275,7 +275,12 @@ class LakeSink(ConsumerStage):
         for tp in revoked:
             self._landed.pop(tp, None)
 
-    async def recover_partition(self, tp: TopicPartition) -> None:
+    async def recover_partitions(self, assigned: Collection[TopicPartition]) -> None:
+        for tp in assigned:
+            await self._recover_partition(tp)
+            self.mark_ready(tp)
+
+    async def _recover_partition(self, tp: TopicPartition) -> None:
         """Read what each table of the partition's dataset holds of it and resume after the lowest
         (records fetched meanwhile are not buffered).
 

@@ -21,8 +21,10 @@ Lifecycle (:func:`run_stage`)
 Assignment
     ``lab_assigned_partitions{group,topic}`` is set to the partitions this member now owns and the line
     "partitions assigned" is logged: this is the readiness signal (tests and operators wait for the gauge,
-    not the log; it drops back on revocation and when the loop ends). Then, holding the stage lock, each partition is recovered
-    (:meth:`ConsumerStage.recover_partition`) and only after that marked *ready*; no record of a partition
+    not the log; it drops back on revocation and when the loop ends). Then, holding the stage lock, the assigned
+    partitions are recovered, together (:meth:`ConsumerStage.recover_partitions`: one read of a changelog's
+    partitions, not one per partition), and only after that marked *ready* (a lake sink marks each one as
+    soon as it is sought, :meth:`ConsumerStage.mark_ready`, since it drops what it fetched of one not ready); no record of a partition
     that is not ready is processed or committed. A lake sink recovers by reading, for each of the
     partition's tables, the transaction version it holds, and seeking after the lowest (a table without
     one counts as the committed offset); a transactional stage rebuilds the partition's
@@ -73,6 +75,7 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from prometheus_client import Counter as MetricCounter
 from prometheus_client import Gauge
 
 from archlab.core import names
@@ -84,6 +87,13 @@ log = structlog.get_logger(__name__)
 ASSIGNED_PARTITIONS_METRIC = "lab_assigned_partitions"  # the readiness signal (see archlab.streaming.readiness)
 ASSIGNED_PARTITIONS = Gauge(
     ASSIGNED_PARTITIONS_METRIC, "Partitions a consumer stage owns (set when they are assigned)", ["group", "topic"]
+)
+GROUP_JOINS_METRIC = "lab_group_joins"  # exported as lab_group_joins_total
+GROUP_JOINS = MetricCounter(
+    GROUP_JOINS_METRIC,
+    "Assignments a consumer stage received: one per join of its group, so more than one in a member's life "
+    "means a rebalance (another member, or this one evicted and rejoining, e.g. for missed heartbeats)",
+    ["group"],
 )
 
 TRANSACTION_TIMEOUT_MS = 20_000  # how long a crashed stage's open transaction can hold up read_committed readers
@@ -145,6 +155,12 @@ class ConsumerStage(ABC):
     def is_ready(self, tp: TopicPartition) -> bool:
         return tp in self._ready
 
+    def mark_ready(self, tp: TopicPartition) -> None:
+        """One partition of the assignment being recovered is safe to process already: a stage that drops
+        the fetched records of partitions not ready (the lake sink) marks each as soon as it has sought
+        it, so that nothing fetched after that seek is dropped while the others recover."""
+        self._ready.add(tp)
+
     @asynccontextmanager
     async def holding(self, partitions: Collection[TopicPartition], generation: int) -> AsyncIterator[bool]:
         """Keep rebalances out while the body runs, once every one of ``partitions`` is ready. Yields
@@ -157,8 +173,8 @@ class ConsumerStage(ABC):
             yield self.generation == generation
 
     # --- rebalance hooks ---------------------------------------------------------------------
-    async def recover_partition(self, tp: TopicPartition) -> None:
-        """Make an assigned partition safe to process (runs before any of its records is)."""
+    async def recover_partitions(self, assigned: Collection[TopicPartition]) -> None:
+        """Make the partitions of one assignment safe to process (runs before any of their records is)."""
 
     async def release_partitions(self, revoked: Collection[TopicPartition]) -> None:
         """Give revoked partitions up (runs after the commit in flight)."""
@@ -168,15 +184,15 @@ class ConsumerStage(ABC):
 
     # --- the listener's side -----------------------------------------------------------------
     async def _assigned(self, assigned: Collection[TopicPartition]) -> None:
+        GROUP_JOINS.labels(self.group_id).inc()
         self._owned.update(assigned)
         self._publish_ownership()
         log.info("partitions assigned", group=self.group_id,
                  partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
         async with self._rebalanced:
             try:
-                for tp in assigned:
-                    await self.recover_partition(tp)
-                    self._ready.add(tp)
+                await self.recover_partitions(assigned)
+                self._ready.update(assigned)
             except Exception as exc:  # without its recovery a partition must not run
                 self._fatal = exc
             self.after_assignment()

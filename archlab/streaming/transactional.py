@@ -108,8 +108,8 @@ class TransactionalProcessor(ConsumerStage):
         self.committed()
 
     # --- rebalance hooks (the runtime's names for this stage's steps) ------------------------
-    async def recover_partition(self, tp: TopicPartition) -> None:
-        await self.restore(tp)
+    async def recover_partitions(self, assigned: Collection[TopicPartition]) -> None:
+        await self.restore(sorted(assigned))
 
     async def release_partitions(self, revoked: Collection[TopicPartition]) -> None:
         self.forget(list(revoked))
@@ -126,8 +126,8 @@ class TransactionalProcessor(ConsumerStage):
     async def emit(self, prepared: Any) -> None:
         """Queue the batch's output on ``self.senders`` (inside the transaction)."""
 
-    async def restore(self, tp: TopicPartition) -> None:
-        """Rebuild an assigned partition's state from its changelog (stateless: nothing)."""
+    async def restore(self, assigned: list[TopicPartition]) -> None:
+        """Rebuild the state of the partitions just assigned from their changelog (stateless: nothing)."""
 
     def forget(self, revoked: list[TopicPartition]) -> None:
         """Drop the state of revoked partitions (stateless: nothing)."""

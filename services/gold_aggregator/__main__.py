@@ -20,7 +20,8 @@ from archlab.core.settings import PROJECT_ROOT, Settings
 from archlab.kafka.clients import wait_for_kafka
 from archlab.lake.maintenance import maintain_forever
 from archlab.lake.tables import Tables
-from archlab.pipeline.gold.stages import Aggregator, GoldEncoder, Shuffler, with_aggregates
+from archlab.pipeline.gold.stages import Aggregator, Shuffler, with_aggregates
+from archlab.pipeline.gold.tables import GoldEncoder
 from archlab.streaming.lake_sink import land, prepare_tables
 from archlab.streaming.transactional import run_transactional
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from archlab.core import names
@@ -297,12 +297,16 @@ def test_a_window_that_has_just_opened_shows_no_drop(dashboard: Dashboard, brows
 
 
 def _break_quality_tables(dashboard: Dashboard) -> None:
-    """Lose the data files of the dq and quarantine tables from S3 (the Delta logs still name them):
-    the quality endpoint then fails on every read, as it would after a botched manual clean-up."""
+    """Commit one more version of the dq and quarantine tables (a copy of one of their rows), then lose
+    every data file from S3 while the Delta logs still name them: the quality endpoint then fails on every
+    read, as it would after a botched manual clean-up. The new version matters: the API keeps answers per
+    table version, and files lost under a version it has already read would never be read again."""
     tables = Tables.from_settings(dashboard.settings)
     for layer in ("dq", "quarantine"):
-        path = names.table_path(layer, dashboard.dataset)
-        table = DeltaTable(tables.uri(path), storage_options=tables.storage_options)
+        uri = tables.uri(names.table_path(layer, dashboard.dataset))
+        table = DeltaTable(uri, storage_options=tables.storage_options)
+        write_deltalake(table, table.to_pyarrow_table().slice(0, 1), mode="append")
+        table = DeltaTable(uri, storage_options=tables.storage_options)
         tables.lake.fs.rm(table.file_uris())
 
 

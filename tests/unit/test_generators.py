@@ -23,6 +23,7 @@ from archlab.ingest.generators import (
     DIRTY_KINDS,
     DirtyRates,
     GeneratedRecord,
+    StreamShape,
     available_datasets,
     make_generator,
 )
@@ -360,3 +361,48 @@ def test_duplicates_reach_back_minutes() -> None:
         else:
             first_seen.setdefault(record.value, record.event_time_ms)
     assert min(gaps) < 1000 and max(gaps) > 2 * MINUTE_MS
+
+
+@DATASETS
+def test_out_of_order_spread_moves_event_times_back_within_it(dataset: str) -> None:
+    spread = 6 * HOUR_MS
+    shaped = draw(dataset, [3_000, 7_000], dirty=DirtyRates.clean(), events_per_second=50.0,
+                  shape=StreamShape(out_of_order_ms=spread))
+    plain = draw(dataset, [10_000], dirty=DirtyRates.clean(), events_per_second=50.0)
+    behind = [record.event_time_ms - epoch_ms(orjson.loads(record.value)["event_time"]) for record in shaped]
+    assert 0 <= min(behind) and max(behind) <= spread
+    assert max(behind) > 0.9 * spread and sum(behind) / len(behind) > 0.4 * spread  # uniform: mean spread / 2
+    times = [epoch_ms(orjson.loads(r.value)["event_time"]) for r in shaped]
+    assert sum(b < a for a, b in zip(times, times[1:], strict=False)) > len(times) // 4  # no longer in time order
+    assert [r.event_time_ms for r in shaped] == [r.event_time_ms for r in plain]  # the clock (pacing) unchanged
+    again = draw(dataset, [10_000], dirty=DirtyRates.clean(), events_per_second=50.0,
+                 shape=StreamShape(out_of_order_ms=spread))
+    assert [r.value for r in again] == [r.value for r in shaped]
+
+
+def test_cardinality_multiplies_the_distinct_products_and_customers() -> None:
+    def distinct(cardinality: float) -> tuple[int, int, int]:
+        events = [orjson.loads(r.value) for r in draw("orders", [20_000], dirty=DirtyRates.clean(),
+                                                        shape=StreamShape(cardinality=cardinality))]
+        return (len({e["product_id"] for e in events}), len({e["customer_id"] for e in events}),
+                len({(e["product_id"], e["country"]) for e in events}))
+
+    products, customers, groups = distinct(1.0)
+    many_products, many_customers, many_groups = distinct(20.0)
+    assert products <= 400 < 4 * products < many_products
+    assert many_customers > 1.3 * customers  # bounded by the ~12,000 orders drawn
+    assert many_groups > 2.5 * groups  # product x country: nearly one group per line, against ~3,200
+    assert distinct(1.0) == (products, customers, groups)  # the default shape leaves the stream as it was
+
+
+def test_a_default_shape_gives_the_same_bytes_as_none() -> None:
+    assert [r.value for r in draw("orders", [2_000], shape=StreamShape())] == [r.value for r in draw("orders", [2_000])]
+
+
+def test_shape_bounds_and_cardinality_only_where_a_catalogue_scales() -> None:
+    with pytest.raises(ValidationError):
+        StreamShape(out_of_order_ms=-1)
+    with pytest.raises(ValidationError):
+        StreamShape(cardinality=0)
+    with pytest.raises(ValueError, match="cardinality"):
+        make_generator("sensors", seed=1, start=START, shape=StreamShape(cardinality=2))

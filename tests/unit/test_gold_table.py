@@ -16,7 +16,7 @@ from archlab.core import names
 from archlab.core.settings import PROJECT_ROOT
 from archlab.lake.store import Lake
 from archlab.lake.tables import Landed, Tables
-from archlab.pipeline.gold.stages import GoldEncoder
+from archlab.pipeline.gold.tables import GoldEncoder
 
 CONTRACT = load_contract(PROJECT_ROOT / "contracts" / "orders.yaml")
 TOPIC = names.gold_topic("orders")

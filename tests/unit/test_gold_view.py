@@ -6,16 +6,21 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import orjson
+import pyarrow as pa
 import pytest
+from prometheus_client import REGISTRY
 
 from archlab.contract import load_contract
 from archlab.core import names
 from archlab.core.settings import PROJECT_ROOT
 from archlab.lake.store import Lake
 from archlab.lake.tables import Tables
-from archlab.pipeline.gold.stages import GoldEncoder
+from archlab.pipeline.gold.tables import GoldEncoder
+from archlab.pipeline.silver.tables import DqEncoder, QuarantineEncoder
 from archlab.serving.api import queries
+from archlab.serving.api.quality import QualityFigures
 from archlab.serving.api.store import BadAsOf, GoldView, parse_as_of
 from tests.unit.test_gold_table import land, records, update
 
@@ -54,6 +59,21 @@ def test_the_table_is_served_as_is_and_the_topic_only_where_newer(tables: Tables
     assert served(view) == {"books": (7, 9), None: (3, 10)}
 
 
+def test_a_rebuild_touches_only_what_changed_and_a_topic_update_lasts_its_ttl(tables: Tables) -> None:
+    encoder = GoldEncoder({"orders": CONTRACT})
+    land(tables, encoder, records(update("by_category_1m", "2025-03-03T06:01:00.000Z", "books", 1, 5)))
+    view = GoldView(CONTRACT, tables)
+    assert view.refresh_lake() and view.rebuild()
+    untouched = view.snapshot.table("totals_1h")
+    view.apply([orjson.loads(update("by_category_1m", "2025-03-03T06:01:00.000Z", "books", 7, 9))])
+    assert view.changed.is_set() and view.rebuild(ttl_s=60)
+    assert served(view) == {"books": (7, 9)}
+    assert view.snapshot.table("totals_1h") is untouched, "an aggregate without updates is not rebuilt"
+    assert not view.changed.is_set() and not view.rebuild(ttl_s=60), "nothing new: no rebuild"
+    view.expire_live(ttl_s=0)
+    assert view.rebuild(ttl_s=0) and served(view) == {"books": (1, 5)}, "expired: the table is served again"
+
+
 def test_as_of_reads_an_older_version_by_number_or_moment(tables: Tables) -> None:
     encoder = GoldEncoder({"orders": CONTRACT})
     view = GoldView(CONTRACT, tables)
@@ -86,3 +106,69 @@ def test_as_of_is_a_version_or_a_moment(text: str, parsed: object) -> None:
 def test_anything_else_is_refused(text: str) -> None:
     with pytest.raises(BadAsOf, match="as_of"):
         parse_as_of(text)
+
+
+# ---------------------------------------------------------------------------------------------- quality
+def _land_quality(tables: Tables, first: datetime, hours: int) -> None:
+    """A dq row per rule and a quarantined record or two per hour from ``first`` on, a commit per hour."""
+    dq_target, quarantine_target = DqEncoder().targets("orders")[0], QuarantineEncoder().targets("orders")[0]
+    dq = tables.ensure(dq_target.path, dq_target.schema, dq_target.partition_by)
+    quarantine = tables.ensure(quarantine_target.path, quarantine_target.schema, quarantine_target.partition_by)
+    for hour in range(hours):
+        moment = first + timedelta(hours=hour, minutes=hour % 60)
+        rules = ["duplicates", "amount_positive"]
+        tables.append(dq, pa.Table.from_pylist([{
+            "dataset": "orders", "minute": moment, "rule": rule, "passed": 10 + hour, "failed": hour % 3,
+            "warned": hour % 2, "records": 11 + hour, "dt": moment.date()} for rule in rules], dq_target.schema), [])
+        reasons = [{"check": "not_null", "field": "amount", "message": "m"}] + (
+            [{"check": "parse", "field": None, "message": "m"}] if hour % 2 else [])
+        tables.append(quarantine, pa.Table.from_pylist([{
+            "dataset": "orders", "contract_version": 1, "source_partition": 0, "source_offset": hour * 2 + i,
+            "kafka_timestamp": moment + timedelta(seconds=i), "payload": "{}", "payload_encoding": "utf-8",
+            "reasons": reasons, "dt": moment.date()} for i in range(1 + hour % 2)], quarantine_target.schema), [])
+
+
+def _brute_quality(tables: Tables, period: queries.TimeRange) -> dict[str, object]:
+    """The figures by a full scan of both tables (what the endpoint did before it kept day sums)."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("dq", tables.open(names.table_path("dq", "orders")).to_pyarrow_dataset())
+    con.register("quarantine", tables.open(names.table_path("quarantine", "orders")).to_pyarrow_dataset())
+    bounds = lambda column: " AND ".join(  # noqa: E731
+        [f"{column} >= ?"] * (period.start is not None) + [f"{column} < ?"] * (period.end is not None)) or "true"
+    params = [p for p in (period.start, period.end) if p is not None]
+    rules = con.execute(f"SELECT rule, sum(passed), sum(failed), sum(warned) FROM dq WHERE {bounds('minute')} "
+                        f"GROUP BY rule ORDER BY rule", params).fetchall()
+    quarantined = con.execute(f"SELECT count(*) FROM quarantine WHERE {bounds('kafka_timestamp')}", params).fetchone()
+    reasons = con.execute(f"SELECT r.check, r.field, count(*) AS n FROM (SELECT unnest(reasons) AS r FROM quarantine "
+                          f"WHERE {bounds('kafka_timestamp')}) GROUP BY ALL ORDER BY n DESC, r.check, r.field NULLS FIRST",
+                          params).fetchall()
+    return {"rules": [(r, int(p), int(f), int(w)) for r, p, f, w in rules], "quarantined": quarantined[0],
+            "top_reasons": [(c, f, n) for c, f, n in reasons]}
+
+
+def test_quality_figures_equal_a_full_scan_for_any_period_and_read_a_whole_day_once(tables: Tables) -> None:
+    first = datetime(2025, 3, 1, 20, tzinfo=UTC)
+    _land_quality(tables, first, hours=40)  # three date partitions, the middle one whole
+    figures = QualityFigures(tables, "orders", refresh_s=0)
+    periods = [EVERYTHING, queries.TimeRange(first + timedelta(hours=3, seconds=1), None),
+               queries.TimeRange(None, datetime(2025, 3, 2, 12, 30, 0, 500_000, tzinfo=UTC)),
+               queries.TimeRange(datetime(2025, 3, 2, tzinfo=UTC), datetime(2025, 3, 3, tzinfo=UTC)),
+               queries.TimeRange(datetime(2001, 1, 1, tzinfo=UTC), datetime(2001, 1, 2, tzinfo=UTC))]
+    for period in periods:
+        body = figures.document(period)
+        assert {"rules": [(r["rule"], r["passed"], r["failed"], r["warned"]) for r in body["rules"]],
+                "quarantined": body["quarantined"],
+                "top_reasons": [(r["check"], r["field"], r["records"]) for r in body["top_reasons"]],
+                } == _brute_quality(tables, period), period
+    assert figures.document(EVERYTHING)["records"] == sum(11 + hour for hour in range(40))
+    # a new commit on the last day: the answer follows it, and the earlier days are not read again
+    read_before = _quality_files_read()
+    _land_quality(tables, first + timedelta(hours=40), hours=1)
+    assert figures.document(EVERYTHING)["quarantined"] == _brute_quality(tables, EVERYTHING)["quarantined"]
+    assert _quality_files_read() - read_before == 2 * 13, "only the last day's 13 files of each table are read"
+    assert figures.document(EVERYTHING) is figures.document(EVERYTHING), "kept until the next commit"
+
+
+def _quality_files_read() -> float:
+    return REGISTRY.get_sample_value("lab_api_quality_files_read_total", {"dataset": "orders"}) or 0.0

@@ -5,7 +5,7 @@ rebalance being dropped while the commit in flight finishes first."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -66,8 +66,9 @@ class Idle(ConsumerStage):
     async def step(self) -> None:
         await asyncio.sleep(0.01)
 
-    async def recover_partition(self, tp: TopicPartition) -> None:
-        await self._recover(tp)
+    async def recover_partitions(self, assigned: Collection[TopicPartition]) -> None:
+        for tp in assigned:
+            await self._recover(tp)
 
 
 async def test_the_gauge_shows_owned_partitions_from_assignment_on_even_while_recovery_waits() -> None:

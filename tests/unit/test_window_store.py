@@ -3,6 +3,7 @@ applied on top of an older checkpoint gives the same windows as the whole change
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import NamedTuple
 
@@ -15,6 +16,7 @@ from archlab.pipeline.gold.window_store import (
     TailReplay,
     WindowStore,
     apply_delta,
+    checkpoint_rows,
     delta_state,
     window_key_bytes,
 )
@@ -96,3 +98,29 @@ def test_windows_restored_from_the_tail_survive_the_next_checkpoint(tmp_path: Pa
     again = PartitionWindows(CONTRACT, silver_partitions=1)
     assert WindowStore(tmp_path).load("orders", 0, again) == len(changelog) + 5
     assert snapshot(again) == snapshot(writer)
+
+
+def test_rows_encoded_before_the_next_batch_checkpoint_the_state_they_were_encoded_from(tmp_path: Path) -> None:
+    """The aggregator encodes a batch's checkpoint rows when it prepares the batch and writes them after
+    the commit, possibly once the next batch has changed the windows: the checkpoint must hold the
+    state of the committed batch, not the later one."""
+    silver = silver_rows("orders", 1_000, seed=13)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    live = PartitionWindows(CONTRACT, silver_partitions=1)
+
+    def apply(start: int, revision: int) -> dict:
+        batch = silver.slice(start, 500).append_column("_watermark", pa.nulls(500, pa.int64()))
+        outcome = live.apply(con, batch, revision)
+        return {key: window for key, (window, _) in outcome.touched.items()}
+
+    rows = checkpoint_rows(live, apply(0, 1), [])
+    committed = copy.deepcopy(snapshot(live))  # the sets would change with the windows
+    apply(500, 2)  # the next batch, prepared before the first one's checkpoint is written
+    assert snapshot(live) != committed
+    store = WindowStore(tmp_path)
+    store.write("orders", 0, rows, checkpoint=7)
+    store.close("orders", 0)
+    restored = PartitionWindows(CONTRACT, silver_partitions=1)
+    assert WindowStore(tmp_path).load("orders", 0, restored) == 7
+    assert snapshot(restored) == committed

@@ -23,6 +23,7 @@ from archlab.ingest.generators.base import (
     DirtyRates,
     EventGenerator,
     GeneratedRecord,
+    StreamShape,
 )
 from archlab.ingest.generators.clock import to_epoch_ms
 from archlab.ingest.generators.generic import GenericGenerator
@@ -36,6 +37,7 @@ __all__ = [
     "EventGenerator",
     "GeneratedRecord",
     "GenericGenerator",
+    "StreamShape",
     "UnknownDatasetError",
     "available_datasets",
     "make_generator",
@@ -71,6 +73,7 @@ def make_generator(
     contracts_dir: Path = DEFAULT_CONTRACTS_DIR,
     seasonal: bool = True,
     until: datetime | None = None,
+    shape: StreamShape | None = None,
 ) -> EventGenerator:
     """A generator for ``dataset`` whose virtual clock starts at ``start`` (timezone-aware).
 
@@ -79,6 +82,8 @@ def make_generator(
     ``DatasetGenerator.at_constant_rate``). With ``until``, ``events_per_second`` is the mean rate from
     ``start`` to ``until`` whatever the seasonal profile there, and the events end before ``until``
     (a backfill of that span; see ``ArrivalClock.average_over``).
+    ``shape`` spreads events out of time order and over more groups (``StreamShape``); only the
+    orders generator has a catalogue to scale, so another dataset refuses a ``cardinality`` other than 1.
     The contract is read from ``<contracts_dir>/<dataset>.yaml`` (pass ``settings.contracts_dir``).
     A hand-written generator is used while the contract lists exactly the fields it emits; a
     contract changed since (a field added, say) gets the generic generator, with a warning.
@@ -99,11 +104,17 @@ def make_generator(
         log.warning("the contract no longer fits the hand-written generator; using the generic one",
                     dataset=dataset, contract=str(path))
         hand_written = None
+    if shape is not None and shape.cardinality != 1 and hand_written is not OrdersGenerator:
+        raise ValueError(f"cardinality scales the orders catalogue only; {dataset!r} has none to scale")
     generator: DatasetGenerator
-    if hand_written is not None:
+    if hand_written is OrdersGenerator:
+        generator = OrdersGenerator(contract, seed, start_ms, events_per_second, rates, shape)
+    elif hand_written is not None:
         generator = hand_written(contract, seed, start_ms, events_per_second, rates)
     else:
         generator = GenericGenerator(contract, contracts_dir, seed, start_ms, events_per_second, rates)
+    if shape is not None and shape.out_of_order_ms:
+        generator.shape_as(shape)
     if not seasonal:
         generator.at_constant_rate()
     if until is not None:

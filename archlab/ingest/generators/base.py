@@ -79,6 +79,24 @@ class DirtyRates(BaseModel):
         return cls(**{kind: 0.0 for kind in cls.model_fields})
 
 
+class StreamShape(BaseModel):
+    """How clean events spread over time and groups, beyond their rate: the knobs of a workload
+    that is hard for windowed aggregation (events far out of order, a window per few events)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    out_of_order_ms: int = Field(
+        0, ge=0, le=30 * DAY_MS,
+        description="each clean event's time is moved back by a uniform draw from 0 to this (ms): "
+                    "arrival order no longer follows event time",
+    )
+    cardinality: float = Field(
+        1.0, gt=0, le=200,
+        description="multiplies the number of distinct entities (orders: products and customers), "
+                    "so group-by dimensions take that many more values",
+    )
+
+
 DIRTY_KINDS: tuple[str, ...] = tuple(DirtyRates.model_fields)
 _HEADERS = {kind: ((INJECTED_HEADER, kind.encode()),) for kind in DIRTY_KINDS}
 
@@ -113,7 +131,7 @@ class DatasetGenerator(ABC):
     _SPARSE_EVERY = 64  # and every 64th one, reaching minutes back for older duplicates
     _SPARSE = 4096
 
-    def __init__(self, contract: Contract, seed: int, dirty: DirtyRates) -> None:
+    def __init__(self, contract: Contract, seed: int, dirty: DirtyRates, shape: StreamShape | None = None) -> None:
         if set(self.fields) != set(contract.fields):
             raise ValueError(
                 f"generator {self.dataset!r} emits {sorted(self.fields)} "
@@ -126,7 +144,9 @@ class DatasetGenerator(ABC):
         self._key_of = _key_function(self._key_fields)
         # One root seed, mixed with the dataset name so datasets sharing a seed still differ.
         root = np.random.SeedSequence([seed, zlib.crc32(self.dataset.encode())])
-        catalogue_seq, events_seq, dirty_seq = root.spawn(3)
+        catalogue_seq, events_seq, dirty_seq, shape_seq = root.spawn(4)  # the first three as before shapes
+        self._shape = shape or StreamShape()
+        self._shape_rng = np.random.Generator(np.random.PCG64(shape_seq))
         self._catalogue_rng = np.random.Generator(np.random.PCG64(catalogue_seq))
         self._rng = np.random.Generator(np.random.PCG64(events_seq))
         self._dirty_rng = np.random.Generator(np.random.PCG64(dirty_seq))
@@ -165,6 +185,11 @@ class DatasetGenerator(ABC):
         otherwise run it ahead of the wall clock, into the contract's "not in the future" rule)."""
         self._clock = self._clock.flat()
 
+    def shape_as(self, shape: StreamShape) -> None:
+        """Spread the events not yet drawn out of time order as ``shape`` says (its cardinality is the
+        subclass's to apply, when it builds its catalogue)."""
+        self._shape = shape
+
     def average_until(self, end_ms: int) -> None:
         """The rate becomes the mean from the start to ``end_ms``: a backfill of that span ends before it."""
         self._clock.average_over(end_ms)
@@ -183,6 +208,7 @@ class DatasetGenerator(ABC):
 
     def _fill(self) -> None:
         times, events = self._clean_block()
+        self._disorder(times, events)
         if self._dirty_cdf is None:
             kinds: Sequence[int] = [0] * len(events)
         else:
@@ -200,6 +226,17 @@ class DatasetGenerator(ABC):
                 self._emit_clean(GeneratedRecord(key_of(event), dumps(event), (), time_ms))
             else:
                 out.append(self._inject(DIRTY_KINDS[kind - 1], event, time_ms))
+
+    def _disorder(self, times: np.ndarray, events: list[Event]) -> None:
+        """Move each event's time back by up to ``out_of_order_ms`` (the record's clock time stays, so
+        pacing does not jump): the stream then arrives out of event-time order by that much."""
+        spread = self._shape.out_of_order_ms
+        if not spread:
+            return
+        shifted = iso_ms(times - self._shape_rng.integers(0, spread + 1, len(times)))
+        field = self._time_field
+        for event, moment in zip(events, shifted, strict=True):
+            event[field] = moment
 
     def _emit_clean(self, record: GeneratedRecord) -> None:
         self._buffer.append(record)

@@ -17,6 +17,7 @@ from archlab.ingest.generators.base import (
     DirtyRates,
     Event,
     Rng,
+    StreamShape,
     categorical,
     cdf_of,
     choose,
@@ -65,6 +66,7 @@ NUMBER_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight", 
 
 N_PRODUCTS = 400
 N_CUSTOMERS = 40_000
+MOST_PRODUCTS, MOST_CUSTOMERS = 99_999, 999_999  # what the contract's id patterns can number
 ORDERS_PER_BLOCK = 640
 
 # Relative order rate by UTC hour (Europe-heavy shop: dead of night ~03:00, peak 19:00-21:00).
@@ -103,24 +105,26 @@ class OrdersGenerator(DatasetGenerator):
     }
 
     def __init__(self, contract: Contract, seed: int, start_ms: int, events_per_second: float,
-                 dirty: DirtyRates) -> None:
-        super().__init__(contract, seed, dirty)
+                 dirty: DirtyRates, shape: StreamShape | None = None) -> None:
+        super().__init__(contract, seed, dirty, shape)
         rng = self._catalogue_rng
+        n_products = min(MOST_PRODUCTS, round(N_PRODUCTS * self._shape.cardinality))
+        n_customers = min(MOST_CUSTOMERS, round(N_CUSTOMERS * self._shape.cardinality))
         self._clock = ArrivalClock(start_ms, events_per_second / MEAN_LINES, orders_profile, PROFILE_MIN)
         self._next_order = int(rng.integers(10_000_000, 90_000_000))
 
         cat = list(CATEGORIES.values())
         self._category_names = labels(CATEGORIES)
-        self._product_category = categorical(rng, cdf_of([c[0] for c in cat]), N_PRODUCTS)
+        self._product_category = categorical(rng, cdf_of([c[0] for c in cat]), n_products)
         median, spread, low, high, bulk = (np.array([c[i] for c in cat])[self._product_category]
                                            for i in range(1, 6))
-        price_eur = np.clip(median * np.exp(spread * rng.standard_normal(N_PRODUCTS)), low, high)
-        ending = np.array(PRICE_ENDINGS)[rng.integers(len(PRICE_ENDINGS), size=N_PRODUCTS)]
+        price_eur = np.clip(median * np.exp(spread * rng.standard_normal(n_products)), low, high)
+        ending = np.array(PRICE_ENDINGS)[rng.integers(len(PRICE_ENDINGS), size=n_products)]
         whole = np.floor(price_eur[:, None] * np.array(list(CURRENCIES.values()))[None, :])
         self._prices = (whole * 100 + ending[:, None]) / 100  # [product, currency]
         self._product_bulk = bulk
-        self._product_ids = labels(f"P-{i:05d}" for i in range(1, N_PRODUCTS + 1))
-        self._product_cdf = zipf_cdf(rng, N_PRODUCTS, exponent=1.0, offset=2.7)
+        self._product_ids = labels(f"P-{i:05d}" for i in range(1, n_products + 1))
+        self._product_cdf = zipf_cdf(rng, n_products, exponent=1.0, offset=2.7)
 
         self._country_names = labels(COUNTRIES)
         self._country_cdf = cdf_of([share for share, _ in COUNTRIES.values()])
@@ -137,11 +141,11 @@ class OrdersGenerator(DatasetGenerator):
         self._quantity_cdf = cdf_of(QUANTITY)
 
         # Customers keep a home country and habits; popular ones order far more often.
-        self._customer_ids = labels(f"C-{i:06d}" for i in range(1, N_CUSTOMERS + 1))
-        self._customer_cdf = zipf_cdf(rng, N_CUSTOMERS, exponent=0.7, offset=1.0)
-        self._customer_country = categorical(rng, self._country_cdf, N_CUSTOMERS)
-        self._customer_payment = categorical(rng, self._payment_cdf, N_CUSTOMERS)
-        self._customer_channel = categorical(rng, self._channel_cdf, N_CUSTOMERS)
+        self._customer_ids = labels(f"C-{i:06d}" for i in range(1, n_customers + 1))
+        self._customer_cdf = zipf_cdf(rng, n_customers, exponent=0.7, offset=1.0)
+        self._customer_country = categorical(rng, self._country_cdf, n_customers)
+        self._customer_payment = categorical(rng, self._payment_cdf, n_customers)
+        self._customer_channel = categorical(rng, self._channel_cdf, n_customers)
 
     def _clean_block(self) -> tuple[np.ndarray, list[Event]]:
         rng, n = self._rng, ORDERS_PER_BLOCK

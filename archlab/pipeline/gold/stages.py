@@ -26,10 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
@@ -39,16 +42,22 @@ import pyarrow.json as pj
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter as MetricCounter
+from prometheus_client import Gauge
 
-from archlab.contract import Aggregate, Contract
+from archlab.contract import Contract
 from archlab.core import names, sql
 from archlab.core.settings import Settings
-from archlab.kafka.clients import end_offsets, partition_for, read_to_end
-from archlab.lake.latest import latest_rows
-from archlab.lake.store import calendar_date
-from archlab.lake.tables import TableTarget
-from archlab.pipeline.gold.window_store import HIGHEST, TailReplay, WindowStore, delta_state, window_key_bytes
+from archlab.kafka.clients import KeyedBatchSender, end_offsets, partition_for, read_to_end
+from archlab.pipeline.gold.window_store import (
+    HIGHEST,
+    CheckpointRows,
+    TailReplay,
+    WindowStore,
+    checkpoint_rows,
+    delta_state,
+    window_key_bytes,
+)
 from archlab.pipeline.gold.windows import BatchOutcome, PartitionWindows, iso_ms
 from archlab.pipeline.wire import from_wire_json
 from archlab.streaming.transactional import Fetched, TransactionalProcessor
@@ -56,19 +65,20 @@ from archlab.streaming.transactional import Fetched, TransactionalProcessor
 log = structlog.get_logger(__name__)
 
 MARKER_PREFIX = b"~watermark/"
+_T = TypeVar("_T")
 
-SHUFFLED = Counter("lab_gold_shuffled_records_total", "Silver records re-keyed by time bucket", ["dataset"])
-AGGREGATED = Counter("lab_gold_events_total", "Silver events aggregated, by timeliness", ["dataset", "aggregate", "timeliness"])
-GOLD_UPDATES = Counter("lab_gold_updates_total", "Gold records emitted", ["dataset", "aggregate"])
+SHUFFLED = MetricCounter("lab_gold_shuffled_records_total", "Silver records re-keyed by time bucket", ["dataset"])
+AGGREGATED = MetricCounter("lab_gold_events_total", "Silver events aggregated, by timeliness", ["dataset", "aggregate", "timeliness"])
+GOLD_UPDATES = MetricCounter("lab_gold_updates_total", "Gold records emitted", ["dataset", "aggregate"])
 OPEN_WINDOWS = Gauge("lab_gold_windows", "Windows held in memory", ["dataset"])
 WATERMARK = Gauge("lab_gold_watermark_seconds", "Event-time watermark (epoch seconds)", ["dataset"])
-RESTORES = Counter(
+RESTORES = MetricCounter(
     "lab_gold_restores_total",
     "Shuffle partitions whose windows were restored, by starting point: the local checkpoint then the "
     "changelog's tail (source=checkpoint), or the whole changelog (source=changelog)",
     ["dataset", "source"],
 )
-WINDOWS_RESTORED = Counter("lab_gold_windows_restored_total", "Windows held by shuffle partitions just restored",
+WINDOWS_RESTORED = MetricCounter("lab_gold_windows_restored_total", "Windows held by shuffle partitions just restored",
                            ["dataset"])
 
 
@@ -90,6 +100,12 @@ def event_ms(values: list[bytes], contract: Contract) -> np.ndarray:
     )
     times = table[contract.event_time].cast(pa.timestamp("us", tz="UTC"))
     return pc.divide(pc.cast(times, pa.int64()), 1000).to_numpy(zero_copy_only=False)
+
+
+def _log_failed_checkpoint(saving: Future[None]) -> None:
+    """A checkpoint that failed to land is only an older starting point for the next restore."""
+    if saving.exception() is not None:
+        log.error("gold checkpoint not written", error=repr(saving.exception()))
 
 
 def with_aggregates(contracts: dict[str, Contract]) -> dict[str, Contract]:
@@ -130,17 +146,47 @@ class Shuffler(TransactionalProcessor):
 
 @dataclass(slots=True)
 class _Prepared:
-    """One shuffle partition's batch, aggregated (state already advanced), ready to be written."""
+    """One shuffle partition's batch, aggregated (state already advanced) and encoded, ready to be sent:
+    the encoding is done off the event loop, so the loop only hands ready bytes to the producer."""
 
     tp: TopicPartition
     dataset: str
     outcome: BatchOutcome
     revision: int
     first_kafka_ms: int
+    gold: tuple[list[bytes], list[bytes], list[int]]  # keys, values, partitions of <dataset>.gold
+    state: tuple[list[bytes], list[bytes | None]]  # deltas, tombstones, highest: keys and values
+    checkpoint: CheckpointRows  # what the local store saves once the transaction committed
+    updates: Counter[str]  # gold records per aggregate
+    watermark: int | None
+
+
+SEND_SLICE = 2_000
+"""Records handed to the producer between two yields to the event loop: heartbeats and fetches keep
+flowing while a batch that touched many windows is sent."""
+WINDOWS_PER_TRANSACTION = 20_000
+"""The windows one transaction may touch, about: the batch size adapts to the windows per event seen
+(high cardinality, events out of order) so that a transaction stays far below its timeout."""
+SMALLEST_BATCH = 500
+
+
+async def send_in_slices(sender: KeyedBatchSender, keys: list[bytes], values: list[bytes | None],
+                         partitions: list[int]) -> None:
+    """``send_many`` in slices of ``SEND_SLICE``, yielding to the event loop between them."""
+    for at in range(0, len(keys), SEND_SLICE):
+        part = slice(at, at + SEND_SLICE)
+        await sender.send_many(keys[part], values[part], partitions[part])
+        await asyncio.sleep(0)
 
 
 class Aggregator(TransactionalProcessor):
-    """Stage 2: the windows of the shuffle partitions it owns; emits gold and state deltas."""
+    """Stage 2: the windows of the shuffle partitions it owns; emits gold and state deltas.
+
+    Nothing long runs on the event loop, which must keep the consumer's heartbeats going (a member
+    silent past the session timeout is evicted and its batch thrown away): aggregation and the
+    encoding of every touched window run in a worker thread before the transaction opens, the loop
+    sends the ready records in slices, and the local checkpoint is written by one store thread, in
+    commit order, after each commit."""
 
     def __init__(
         self, settings: Settings, contracts: dict[str, Contract], consumer: AIOKafkaConsumer,
@@ -151,6 +197,8 @@ class Aggregator(TransactionalProcessor):
         self.contracts = with_aggregates(contracts)
         self.partitions: dict[TopicPartition, PartitionWindows] = {}
         self.store = WindowStore(state_dir)
+        self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="gold-store")  # one: writes in commit order
+        self._largest_batch = max_batch
         self._unsaved: list[_Prepared] = []  # emitted in the open transaction, saved once it commits
         self.silver_partitions: dict[str, int] = {}
         self.con = sql.connect()
@@ -161,54 +209,68 @@ class Aggregator(TransactionalProcessor):
             await self.open_senders([names.gold_topic(name), names.gold_state_topic(name), names.dq_topic(name)])
         await super().run(stop)
 
+    async def close(self) -> None:
+        await super().close()
+        await asyncio.to_thread(self._store_thread.shutdown)  # the last checkpoints land
+
+    async def _in_store_thread(self, call: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._store_thread, call, *args)
+
     def _windows(self, tp: TopicPartition) -> PartitionWindows:
         dataset = names.dataset_of(tp.topic)
         return self.partitions.setdefault(
             tp, PartitionWindows(self.contracts[dataset], self.silver_partitions[dataset])
         )
 
-    async def restore(self, tp: TopicPartition) -> None:
-        """Rebuild a shuffle partition's windows: the local checkpoint, then the state changelog
-        after it (read_committed), or all of the changelog when there is no checkpoint. Counted in
-        ``lab_gold_restores_total`` by that starting point, and the windows it found in
-        ``lab_gold_windows_restored_total``: what a restart really restored, observable from outside."""
-        dataset = names.dataset_of(tp.topic)
-        if dataset not in self.silver_partitions:
-            self.silver_partitions[dataset] = len(await self.producer.partitions_for(names.silver_topic(dataset)))
-        self.partitions.pop(tp, None)
-        windows = self._windows(tp)
-        checkpoint = await asyncio.to_thread(self.store.load, dataset, tp.partition, windows)
-        changelog = TopicPartition(names.gold_state_topic(dataset), tp.partition)
-        if checkpoint is not None and checkpoint >= (await end_offsets(self.settings, [changelog]))[changelog]:
-            log.warning("gold checkpoint is ahead of its changelog (topics recreated?): ignored",
-                        topic=tp.topic, partition=tp.partition, checkpoint=checkpoint)
-            await asyncio.to_thread(self.store.clear, dataset, tp.partition)
+    async def restore(self, assigned: list[TopicPartition]) -> None:
+        """Rebuild the assigned shuffle partitions' windows: each one's local checkpoint, then its state
+        changelog after it (read_committed), or all of it when there is no checkpoint, all partitions in
+        one read. Counted in ``lab_gold_restores_total`` by that starting point, and the windows found
+        in ``lab_gold_windows_restored_total``: what a restart really restored, observable from outside."""
+        checkpoints: dict[TopicPartition, int | None] = {}
+        changelogs: dict[TopicPartition, TopicPartition] = {}
+        for tp in assigned:
+            dataset = names.dataset_of(tp.topic)
+            if dataset not in self.silver_partitions:
+                self.silver_partitions[dataset] = len(await self.producer.partitions_for(names.silver_topic(dataset)))
             self.partitions.pop(tp, None)
-            windows, checkpoint = self._windows(tp), None
-        start = None if checkpoint is None else {changelog: checkpoint + 1}
-        tail = TailReplay(windows)
-        async for records in read_to_end(self.settings, [changelog], start=start):
-            tail.apply(records)
-        await asyncio.to_thread(tail.finish, self.store, dataset, tp.partition)
-        RESTORES.labels(dataset, "changelog" if checkpoint is None else "checkpoint").inc()
-        WINDOWS_RESTORED.labels(dataset).inc(len(windows.windows))
-        log.info("gold state restored", topic=tp.topic, partition=tp.partition, windows=len(windows.windows),
-                 checkpoint=checkpoint, changelog_records_applied=tail.applied)
+            checkpoints[tp] = await self._in_store_thread(self.store.load, dataset, tp.partition, self._windows(tp))
+            changelogs[tp] = TopicPartition(names.gold_state_topic(dataset), tp.partition)
+        ends = await end_offsets(self.settings, list(changelogs.values()))
+        for tp, checkpoint in checkpoints.items():
+            if checkpoint is not None and checkpoint >= ends[changelogs[tp]]:
+                log.warning("gold checkpoint is ahead of its changelog (topics recreated?): ignored",
+                            topic=tp.topic, partition=tp.partition, checkpoint=checkpoint)
+                await self._in_store_thread(self.store.clear, names.dataset_of(tp.topic), tp.partition)
+                self.partitions.pop(tp, None)
+                checkpoints[tp] = None
+        tails = {changelogs[tp]: TailReplay(self._windows(tp)) for tp in assigned}
+        start = {changelogs[tp]: checkpoint + 1 for tp, checkpoint in checkpoints.items() if checkpoint is not None}
+        async for records in read_to_end(self.settings, list(tails), start=start):
+            await asyncio.to_thread(tails[TopicPartition(records[0].topic, records[0].partition)].apply, records)
+        for tp, checkpoint in checkpoints.items():
+            dataset, tail, windows = names.dataset_of(tp.topic), tails[changelogs[tp]], self.partitions[tp]
+            await self._in_store_thread(tail.finish, self.store, dataset, tp.partition)
+            RESTORES.labels(dataset, "changelog" if checkpoint is None else "checkpoint").inc()
+            WINDOWS_RESTORED.labels(dataset).inc(len(windows.windows))
+            log.info("gold state restored", topic=tp.topic, partition=tp.partition, windows=len(windows.windows),
+                     checkpoint=checkpoint, changelog_records_applied=tail.applied)
 
     def forget(self, revoked: list[TopicPartition]) -> None:
         for tp in revoked:
             self.partitions.pop(tp, None)
-            self.store.close(names.dataset_of(tp.topic), tp.partition)
+            self._store_thread.submit(self.store.close, names.dataset_of(tp.topic), tp.partition)
 
     def committed(self) -> None:
-        """The transaction committed: checkpoint what it wrote to the local store."""
+        """The transaction committed: checkpoint what it wrote to the local store (rows encoded when the
+        batch was prepared, so the checkpoint holds committed state only, whatever comes next)."""
         for batch in self._unsaved:
-            windows = self.partitions.get(batch.tp)
             last = self.senders[names.gold_state_topic(batch.dataset)].last_offsets.get(batch.tp.partition)
-            if windows is None or last is None:
+            if batch.tp not in self.partitions or last is None:
                 continue
-            changed = {key: window for key, (window, _) in batch.outcome.touched.items()}
-            self.store.save(batch.dataset, batch.tp.partition, windows, changed, list(batch.outcome.dropped), last)
+            saving = self._store_thread.submit(self.store.write, batch.dataset, batch.tp.partition,
+                                               batch.checkpoint, last)
+            saving.add_done_callback(_log_failed_checkpoint)
         self._unsaved.clear()
         for dataset in self.contracts:
             OPEN_WINDOWS.labels(dataset).set(
@@ -216,10 +278,19 @@ class Aggregator(TransactionalProcessor):
             )
 
     async def prepare(self, fetched: Fetched) -> list[_Prepared]:
-        return [await asyncio.to_thread(self._aggregate, tp, records) for tp, records in fetched.items()]
+        prepared = [await asyncio.to_thread(self._aggregate, tp, records) for tp, records in fetched.items()]
+        self._fit_batch(sum(map(len, fetched.values())), sum(len(p.outcome.touched) for p in prepared))
+        return prepared
+
+    def _fit_batch(self, records: int, touched: int) -> None:
+        """Size the next fetch so that it touches about ``WINDOWS_PER_TRANSACTION`` windows at most."""
+        if records and touched:
+            fitting = int(WINDOWS_PER_TRANSACTION * records / touched)
+            self.max_batch = max(SMALLEST_BATCH, min(self._largest_batch, fitting))
 
     def _aggregate(self, tp: TopicPartition, records: list[ConsumerRecord]) -> _Prepared:
-        """Advance the partition's windows by one batch (the per-event watermark read in log order)."""
+        """Advance the partition's windows by one batch (the per-event watermark read in log order) and
+        encode what it changed: gold records, changelog deltas, checkpoint rows (in a worker thread)."""
         windows = self._windows(tp)
         contract = windows.contract
         values: list[bytes] = []
@@ -234,8 +305,35 @@ class Aggregator(TransactionalProcessor):
                 marks.append(watermark)
         batch = from_wire_json(values, contract.gold_inputs, other_fields="ignore")  # only what aggregates read
         batch = batch.append_column("_watermark", pa.array(marks, pa.int64()))
-        outcome = windows.apply(self.con, batch, revision=records[-1].offset)
-        return _Prepared(tp, names.dataset_of(tp.topic), outcome, records[-1].offset, records[0].timestamp)
+        revision = records[-1].offset
+        outcome = windows.apply(self.con, batch, revision=revision)
+        dataset = names.dataset_of(tp.topic)
+        gold_keys, gold_values, state_keys, state_values = [], [], [], []
+        updates: Counter[str] = Counter()
+        for key, (window, change) in outcome.touched.items():
+            gold_keys.append(orjson.dumps([key[0], iso_ms(key[1]), *key[2]]))
+            gold_values.append(orjson.dumps(windows.gold_value(key, window)))
+            updates[key[0]] += 1
+            if key in outcome.dropped:
+                continue  # forgotten: its deltas are tombstoned below
+            delta_key = window_key_bytes(key) + b"@" + str(revision).encode()
+            state_keys.append(delta_key)
+            state_values.append(delta_state(window, windows.plans[key[0]], change.new_members, key))
+            window.deltas.append(delta_key)
+        for window in outcome.dropped.values():
+            state_keys.extend(window.deltas)
+            state_values.extend([None] * len(window.deltas))
+        state_keys.append(HIGHEST)
+        state_values.append(orjson.dumps({str(p): ms for p, ms in windows.highest.items()}))
+        gold_partitions = self.senders[names.gold_topic(dataset)].partitions
+        changed = {key: window for key, (window, _) in outcome.touched.items()}
+        return _Prepared(
+            tp, dataset, outcome, revision, records[0].timestamp,
+            gold=(gold_keys, gold_values, [partition_for(k, gold_partitions) for k in gold_keys]),
+            state=(state_keys, state_values),
+            checkpoint=checkpoint_rows(windows, changed, outcome.dropped),
+            updates=updates, watermark=windows.watermark(),
+        )
 
     async def emit(self, prepared: list[_Prepared]) -> None:
         for batch in prepared:
@@ -243,28 +341,15 @@ class Aggregator(TransactionalProcessor):
         self._unsaved = prepared
 
     async def _emit(self, batch: _Prepared) -> None:
-        windows = self.partitions[batch.tp]
-        gold = self.senders[names.gold_topic(batch.dataset)]
-        state = self.senders[names.gold_state_topic(batch.dataset)]
-        for key, (window, change) in batch.outcome.touched.items():
-            gold_key = orjson.dumps([key[0], iso_ms(key[1]), *key[2]])
-            await gold.send(gold_key, orjson.dumps(windows.gold_value(key, window)))
-            GOLD_UPDATES.labels(batch.dataset, key[0]).inc()
-            if key in batch.outcome.dropped:
-                continue  # forgotten: its deltas are tombstoned below
-            delta_key = window_key_bytes(key) + b"@" + str(batch.revision).encode()
-            delta = delta_state(window, windows.plans[key[0]], change.new_members, key)
-            await state.send(delta_key, delta, partition=batch.tp.partition)
-            window.deltas.append(delta_key)
-        for window in batch.outcome.dropped.values():
-            for delta_key in window.deltas:
-                await state.send(delta_key, None, partition=batch.tp.partition)
-        await state.send(HIGHEST, orjson.dumps({str(p): ms for p, ms in windows.highest.items()}),
-                         partition=batch.tp.partition)
+        await send_in_slices(self.senders[names.gold_topic(batch.dataset)], *batch.gold)
+        keys, values = batch.state
+        await send_in_slices(self.senders[names.gold_state_topic(batch.dataset)], keys, values,
+                             [batch.tp.partition] * len(keys))
+        for aggregate, count in batch.updates.items():
+            GOLD_UPDATES.labels(batch.dataset, aggregate).inc(count)
         await self._send_lateness(batch)
-        watermark = windows.watermark()
-        if watermark is not None:
-            WATERMARK.labels(batch.dataset).set(watermark / 1000)
+        if batch.watermark is not None:
+            WATERMARK.labels(batch.dataset).set(batch.watermark / 1000)
 
     async def _send_lateness(self, batch: _Prepared) -> None:
         """Per aggregate, on-time and too-late events of the batch: a ``dq`` row and a metric."""
@@ -279,52 +364,3 @@ class Aggregator(TransactionalProcessor):
             row = {"dataset": batch.dataset, "minute": minute, "rule": rule, "passed": on_time, "failed": late,
                    "warned": 0, "records": on_time + late}
             await self.senders[names.dq_topic(batch.dataset)].send(rule.encode(), orjson.dumps(row))
-
-
-GOLD_DATE = pa.field(names.DATE_PARTITION, pa.date32(), nullable=False)
-"""A gold table's partition: the UTC date of the window's start (clamped to the calendar)."""
-
-
-def gold_target(contract: Contract, aggregate: Aggregate) -> TableTarget:
-    """The Delta table of one aggregate: its own columns of the contract's gold schema plus the date
-    partition, merged by (date, aggregate, window start, dimensions) so that it holds one current row
-    per window and group; a row is replaced only by a higher ``revision``.
-
-    The date is a merge key although the window start implies it: delta-rs prunes a merge's files by
-    the partition values (and key statistics) it can read off the batch, so a flush rewrites only the
-    files of the days it touches, never the whole table."""
-    schema = contract.aggregate_schema(aggregate.name).append(GOLD_DATE)
-    keys = (GOLD_DATE.name, "aggregate", "window_start", *aggregate.group_by)
-    return TableTarget(names.table_path("gold", contract.dataset, aggregate.name), schema, (GOLD_DATE.name,),
-                       merge_keys=keys, newer_when="s.revision > t.revision")
-
-
-class GoldEncoder:
-    """``<dataset>.gold`` to one current-value Delta table per aggregate, ``gold/<dataset>/<aggregate>``."""
-
-    layer = "gold"
-
-    def __init__(self, contracts: dict[str, Contract]) -> None:
-        self._contracts = contracts
-        self._targets = {name: {a.name: gold_target(c, a) for a in c.aggregates} for name, c in contracts.items()}
-
-    def targets(self, dataset: str) -> list[TableTarget]:
-        return list(self._targets[dataset].values())
-
-    def encode(self, records: Sequence[ConsumerRecord]) -> dict[str, pa.Table]:
-        """Per aggregate table, the latest update of each window and group among ``records`` (a merge
-        takes one source row per key)."""
-        dataset = names.dataset_of(records[0].topic)
-        return self.tables(dataset, [r.value for r in records if r.value is not None])
-
-    def tables(self, dataset: str, values: list[bytes]) -> dict[str, pa.Table]:
-        """Gold records (wire JSON) as rows of their aggregates' tables, the latest per window and group;
-        the stream's sink and a batch rebuild (``archlab.batch``) shape gold rows alike."""
-        rows = from_wire_json(values, self._contracts[dataset].gold_schema)
-        out = {}
-        for name, target in self._targets[dataset].items():
-            mine = rows.filter(pc.equal(rows["aggregate"], name))
-            if mine.num_rows:
-                mine = mine.append_column(GOLD_DATE, calendar_date(mine["window_start"]))
-                out[target.path] = latest_rows(mine, target.merge_keys).select(target.schema.names).cast(target.schema)
-        return out

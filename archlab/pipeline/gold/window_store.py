@@ -36,10 +36,10 @@ def parse_window_key(data: bytes) -> WindowKey:
 
 def delta_state(window: Window, plan: AggregatePlan, new_members: dict[str, list[Any]], key: WindowKey) -> bytes:
     """A changelog delta: the window's counters, and the set members this batch added."""
-    return orjson.dumps({
+    return orjson.dumps({  # decimals as strings (default=str): load_values reads them back
         "key": [key[0], key[1], *key[2]], "events": window.events, "late_events": window.late_events,
-        "final": window.final, "revision": window.revision, "values": plan.dump_values(window), "new": new_members,
-    })
+        "final": window.final, "revision": window.revision, "values": window.values, "new": new_members,
+    }, default=str)
 
 
 def apply_delta(windows: PartitionWindows, delta_key: bytes, value: bytes | None) -> WindowKey | None:
@@ -102,6 +102,30 @@ class TailReplay:
                    [key for key in self._changed if key not in windows], self.last_offset)
 
 
+CheckpointRows = list[tuple[bytes, bytes | None]]
+"""RocksDB rows of a checkpoint, in order: a window's encoded state, or None to delete the window."""
+
+
+def checkpoint_rows(windows: PartitionWindows, changed: dict[WindowKey, Window],
+                    forgotten: Iterable[WindowKey]) -> CheckpointRows:
+    """The rows that bring a checkpoint to ``windows`` as they are now: ``changed`` windows (unless
+    forgotten), deletions of ``forgotten`` ones, and the silver partitions' highest event times."""
+    forgotten = set(forgotten)
+    rows: CheckpointRows = []
+    for key, window in changed.items():
+        if key in forgotten:
+            continue
+        rows.append((window_key_bytes(key), orjson.dumps({
+            "events": window.events, "late_events": window.late_events, "final": window.final,
+            "revision": window.revision, "values": window.values,  # decimals as strings, as in deltas
+            "sets": {m: list(members) for m, members in window.sets.items()},
+            "deltas": [d.decode() for d in window.deltas],
+        }, default=str)))
+    rows.extend((window_key_bytes(key), None) for key in forgotten)
+    rows.append((HIGHEST, orjson.dumps({str(p): ms for p, ms in windows.highest.items()})))
+    return rows
+
+
 class WindowStore:
     """One RocksDB per (dataset, shuffle partition) under ``folder``."""
 
@@ -142,19 +166,18 @@ class WindowStore:
         forgotten: list[WindowKey], checkpoint: int,
     ) -> None:
         """Record committed windows and the changelog offset they reflect, atomically."""
+        self.write(dataset, partition, checkpoint_rows(windows, changed, forgotten), checkpoint)
+
+    def write(self, dataset: str, partition: int, rows: CheckpointRows, checkpoint: int) -> None:
+        """Write rows encoded earlier by :func:`checkpoint_rows` and the changelog offset they reflect,
+        in one RocksDB write batch. The aggregator encodes them while it holds the batch's state (before
+        the next batch changes it) and writes them once the transaction committed, off its event loop."""
         batch = WriteBatch(raw_mode=True)
-        for key, window in changed.items():
-            if key in forgotten:
-                continue
-            batch.put(window_key_bytes(key), orjson.dumps({
-                "events": window.events, "late_events": window.late_events, "final": window.final,
-                "revision": window.revision, "values": windows.plans[key[0]].dump_values(window),
-                "sets": {m: list(members) for m, members in window.sets.items()},
-                "deltas": [d.decode() for d in window.deltas],
-            }))
-        for key in forgotten:
-            batch.delete(window_key_bytes(key))
-        batch.put(HIGHEST, orjson.dumps({str(p): ms for p, ms in windows.highest.items()}))
+        for key, value in rows:
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
         batch.put(CHECKPOINT, str(checkpoint).encode())
         self._db(dataset, partition).write(batch)
 

@@ -120,9 +120,10 @@ class SilverRefiner(TransactionalProcessor):
         for tp in revoked:
             self.dedup_for(tp.topic).drop(tp)
 
-    async def restore(self, tp: TopicPartition) -> None:
-        entries = await read_changelog(self.settings, names.dataset_of(tp.topic), tp.partition)
-        self.dedup_for(tp.topic).restore(tp, entries)
+    async def restore(self, assigned: list[TopicPartition]) -> None:
+        for tp in assigned:
+            entries = await read_changelog(self.settings, names.dataset_of(tp.topic), tp.partition)
+            self.dedup_for(tp.topic).restore(tp, entries)
 
     def committed(self) -> None:
         DEDUP_KEYS.set(sum(state.size() for state in self.dedup.values()))

@@ -124,7 +124,7 @@ class TopicFollower:
             self.ready.set()
             log.info("following topics", topics=sorted(self._topics.values()), partitions=len(partitions))
             while True:
-                batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+                batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
                 for tp, records in batches.items():
                     self._take(names.dataset_of(tp.topic), records)
                 if not self.caught_up.is_set() and all([await consumer.position(tp) >= ends[tp] for tp in partitions]):

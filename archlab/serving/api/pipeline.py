@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 from aiokafka import TopicPartition
+from deltalake import DeltaTable
 
 from archlab.contract import Contract
 from archlab.core import names
@@ -73,6 +74,8 @@ class PipelineMonitor:
         self._prefixes = settings.api_service_groups
         self._topics = {names.topic(d, kind) for d in settings.datasets for kind in MONITORED_KINDS}
         self._previous: _Previous | None = None
+        self._handles: dict[str, DeltaTable] = {}
+        self._stats: dict[str, TableStats | None] = {}
         self.latest: dict[str, Any] = EMPTY_PIPELINE
 
     async def run(self) -> None:
@@ -146,13 +149,29 @@ class PipelineMonitor:
         """Per table of every dataset (gold: one per aggregate): version, last commit and size, from its log."""
         rows = []
         for dataset, layer, path in self._table_paths:
-            stats = self._tables.stats(path) or TableStats(path, -1, 0, 0, 0, None)
+            stats = self._table_stats(path) or TableStats(path, -1, 0, 0, 0, None)
             rows.append({"dataset": dataset, "layer": layer, "table": path,
                          "version": stats.version if stats.version >= 0 else None,
                          "last_commit": None if stats.last_commit is None else
                          stats.last_commit.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
                          "files": stats.files, "rows": stats.rows, "bytes": stats.bytes})
         return rows
+
+    def _table_stats(self, path: str) -> TableStats | None:
+        """A table's stats, read anew only when its version moved: its handle is kept and brought up to
+        date (the log's new commits), where opening it afresh would read the log from its last checkpoint."""
+        handle = self._handles.get(path)
+        if handle is None:
+            handle = self._tables.open(path)
+            if handle is None:
+                return None
+            self._handles[path] = handle
+        else:
+            handle.update_incremental()
+        held = self._stats.get(path)
+        if held is None or held.version != handle.version():
+            held = self._stats[path] = self._tables.stats(path, handle)
+        return held
 
 
 _ORDER = ("stalled", "unknown", "ok")

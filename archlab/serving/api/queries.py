@@ -13,8 +13,6 @@ import orjson
 import pyarrow as pa
 
 from archlab.contract import Aggregate, Contract, Measure, quote
-from archlab.core import names, sql
-from archlab.lake.tables import Tables
 from archlab.serving.api.store import KEY_COLUMN, SQL, GoldView, iso, json_value
 
 ADDITIVE = ("count", "sum", "count_if")
@@ -59,7 +57,7 @@ def windows(
                               "items": [], "next_cursor": None}
     if table is None or table.num_rows == 0:
         return result
-    where, params = _range_filter("window_start", period)
+    where, params = range_filter("window_start", period)
     for dimension, value in filters.items():
         where.append(f"CAST({quote(dimension)} AS VARCHAR) = ?")
         params.append(value)
@@ -73,7 +71,7 @@ def windows(
               *(json_value(c, schema.field(c).type) for c in [*aggregate.group_by, *measures]),
               "events", "late_events", "final", "revision", iso("watermark"),
               "epoch_ms(window_start)", KEY_COLUMN]
-    page = (f"SELECT {', '.join(select)} FROM snap {_where(where)} "
+    page = (f"SELECT {', '.join(select)} FROM snap {where_clause(where)} "
             f"ORDER BY window_start, {KEY_COLUMN} LIMIT ?")
     rows = SQL.query(page, [*params, limit + 1], snap=table)
     dims, n_dims = aggregate.group_by, len(aggregate.group_by)
@@ -94,7 +92,8 @@ def windows(
     return result
 
 
-def _range_filter(column: str, period: TimeRange) -> tuple[list[str], list[Any]]:
+def range_filter(column: str, period: TimeRange) -> tuple[list[str], list[Any]]:
+    """SQL conditions (with their parameters) keeping ``column`` inside ``period``."""
     where, params = [], []
     if period.start is not None:
         where.append(f"{quote(column)} >= ?")
@@ -105,7 +104,7 @@ def _range_filter(column: str, period: TimeRange) -> tuple[list[str], list[Any]]
     return where, params
 
 
-def _where(conditions: list[str]) -> str:
+def where_clause(conditions: list[str]) -> str:
     return f"WHERE {' AND '.join(conditions)}" if conditions else ""
 
 
@@ -193,45 +192,3 @@ def _figure(name: str, value: Any, previous: Any) -> dict[str, Any]:
 
 def _jsonable(value: Any) -> Any:
     return str(value) if isinstance(value, Decimal) else value
-
-
-# ---------------------------------------------------------------------------------------------- quality
-def quality(tables: Tables, dataset: str, period: TimeRange, top: int = 10) -> dict[str, Any]:
-    """Pass, fail and warn rates per rule (dq table, by arrival minute) and the most frequent
-    quarantine reasons (by arrival time), over ``period``; each table read at its latest version."""
-    result: dict[str, Any] = {"dataset": dataset, "records": 0, "quarantined": 0, "quarantine_rate": None,
-                              "rules": [], "top_reasons": []}
-    con = sql.connect(threads=None)
-    if tables.register(con, "dq", names.table_path("dq", dataset)):
-        where, params = _range_filter("minute", period)
-        rows = con.execute(
-            f"SELECT rule, sum(passed), sum(failed), sum(warned), sum(records) FROM dq {_where(where)} "
-            f"GROUP BY rule ORDER BY rule", params,
-        ).fetchall()
-        for rule, passed, failed, warned, records in rows:
-            checked = passed + failed + warned
-            result["rules"].append({
-                "rule": rule, "passed": int(passed), "failed": int(failed), "warned": int(warned),
-                "pass_rate": _rate(passed, checked), "fail_rate": _rate(failed, checked),
-                "warn_rate": _rate(warned, checked),
-            })
-            if rule == "duplicates":  # a row per refined batch: its records are every raw record once
-                result["records"] = int(records)
-    if tables.register(con, "quarantine", names.table_path("quarantine", dataset)):
-        where, params = _range_filter("kafka_timestamp", period)
-        quarantined = con.execute(f"SELECT count(*) FROM quarantine {_where(where)}", params).fetchone()
-        result["quarantined"] = int(quarantined[0]) if quarantined else 0
-        reasons = con.execute(
-            f"SELECT reason.check, reason.field, count(*) AS n FROM ("
-            f"SELECT unnest(reasons) AS reason FROM quarantine {_where(where)}) "
-            f"GROUP BY ALL ORDER BY n DESC, reason.check, reason.field NULLS FIRST LIMIT ?",
-            [*params, top],
-        ).fetchall()
-        result["top_reasons"] = [{"check": check, "field": field, "records": int(n)} for check, field, n in reasons]
-    con.close()
-    result["quarantine_rate"] = _rate(result["quarantined"], result["records"])
-    return result
-
-
-def _rate(part: int | float, whole: int | float) -> float | None:
-    return round(part / whole, 6) if whole else None

@@ -8,7 +8,7 @@ logically, and vacuums it only after the retention). The topic follower (:mod:`a
 adds each update as it arrives, because the table lags the topic by up to ``LAB_FLUSH_INTERVAL_S``; a
 topic row replaces the table's row of its key only when its ``revision`` is higher.
 
-Queries read an immutable snapshot (one Arrow table per aggregate, sorted by window and key), so
+Queries read an immutable snapshot (one Arrow table per aggregate, one row per window key), so
 request threads never wait for a refresh and a page is always consistent. :meth:`GoldView.as_of`
 reads an older version of one table instead (time travel), without the topic.
 """
@@ -35,7 +35,6 @@ from prometheus_client import Counter, Gauge
 from archlab.contract import Aggregate, Contract, quote
 from archlab.core import names
 from archlab.core.sql import connect as duckdb_connection
-from archlab.lake.latest import latest_rows
 from archlab.lake.tables import Tables
 
 log = structlog.get_logger("api.store")
@@ -50,6 +49,8 @@ KEY_COLUMN = "_key"
 """A sortable, null-safe text of a row's dimension values (a JSON array), for ordering and cursors."""
 AS_OF_TABLES = 16
 """Old table versions kept prepared for ``as_of`` requests (a version never changes, so they stay right)."""
+RECEIVED_COLUMN = "_received"
+"""When a topic row arrived (monotonic seconds), to forget it once the lake surely holds it."""
 VERSION = re.compile(r"[0-9]{1,18}")
 
 
@@ -122,7 +123,7 @@ class Snapshot:
     """One consistent state of a dataset's gold rows; ``version`` changes whenever they do."""
 
     version: int
-    tables: dict[str, pa.Table]  # aggregate -> its own columns + KEY_COLUMN, sorted by (window_start, key)
+    tables: dict[str, pa.Table]  # aggregate -> its own columns + KEY_COLUMN, a row per window key
 
     def table(self, aggregate: str) -> pa.Table | None:
         return self.tables.get(aggregate)
@@ -189,28 +190,39 @@ class GoldTable:
 
 
 class GoldView:
-    """What the API knows of one dataset's gold layer."""
+    """What the API knows of one dataset's gold layer.
+
+    A snapshot is rebuilt only for the aggregates whose rows changed (a new table version, new topic
+    updates, expired ones), and a rebuild costs a hash join, not a sort: the table's rows are prepared
+    once per table version, and only the topic rows that arrived since the last rebuild are converted."""
 
     def __init__(self, contract: Contract, tables: Tables) -> None:
         self.contract = contract
         self._lake = {a.name: GoldTable(tables, contract, a) for a in contract.aggregates}
-        self._lake_rows = {name: table.rows for name, table in self._lake.items()}
-        self._live: dict[tuple[Any, ...], tuple[float, dict[str, Any]]] = {}  # key -> (received, row)
+        self._key_sql = {a.name: self._key_expression(a) for a in contract.aggregates}
+        self._lake_prepared = {a.name: self._prepared(a, self._lake[a.name].rows) for a in contract.aggregates}
+        self._incoming: dict[str, list[dict[str, Any]]] = {}  # aggregate -> topic rows not merged yet
+        self._live: dict[str, pa.Table] = {}  # aggregate -> newest topic row per key, with RECEIVED_COLUMN
+        self._oldest_live: dict[str, float] = {}  # aggregate -> when its oldest kept topic row arrived
+        self._changed: set[str] = {a.name for a in contract.aggregates}
         self._lock = threading.Lock()
-        self._dirty = True
+        self.changed = threading.Event()
+        """Set whenever a rebuild would change the snapshot (what the rebuild job waits for)."""
+        self.changed.set()
         self.lake_loaded = False
         self.snapshot = Snapshot(0, {})
-        self._key_sql = {a.name: self._key_expression(a) for a in contract.aggregates}
         self._as_of: OrderedDict[tuple[str, int], pa.Table] = OrderedDict()
 
     # ------------------------------------------------------------------ lake
     def refresh_lake(self) -> bool:
         """Read the gold tables whose version changed; True when any did."""
-        changed = {name: table.rows for name, table in self._lake.items() if table.refresh()}
+        changed = {a.name: self._prepared(a, self._lake[a.name].rows)
+                   for a in self.contract.aggregates if self._lake[a.name].refresh()}
         if changed:
             with self._lock:
-                self._lake_rows |= changed
-                self._dirty = True
+                self._lake_prepared |= changed
+                self._changed |= set(changed)
+            self.changed.set()
         self.lake_loaded = True
         return bool(changed)
 
@@ -230,66 +242,91 @@ class GoldView:
 
     # ------------------------------------------------------------------ topic
     def apply(self, rows: Iterable[dict[str, Any]]) -> None:
-        """Take gold updates read from the topic (JSON values); the highest revision of a key wins."""
-        now = time.monotonic()
+        """Take gold updates read from the topic (JSON values); the highest revision of a key wins at the
+        next rebuild. Cheap on purpose: it runs on the event loop."""
         count = 0
         with self._lock:
             for row in rows:
-                key = self.row_key(row)
-                if key is None:
+                name = row.get("aggregate")
+                if name not in self._lake:
                     continue
-                held = self._live.get(key)
-                if held is None or held[1].get("revision", -1) <= row.get("revision", -1):
-                    self._live[key] = (now, row)
+                self._incoming.setdefault(name, []).append(row)
+                self._changed.add(name)
                 count += 1
-            self._dirty = True
+        if count:
+            self.changed.set()
         LIVE_UPDATES.labels(self.contract.dataset).inc(count)
 
-    def row_key(self, row: dict[str, Any]) -> tuple[Any, ...] | None:
-        """(aggregate, window_start, dimension values) of a topic row; None for an unknown aggregate."""
-        try:
-            aggregate = self.contract.aggregate(row["aggregate"])
-        except KeyError:
-            return None
-        return (aggregate.name, row["window_start"], *(row.get(d) for d in aggregate.group_by))
-
     def expire_live(self, ttl_s: float) -> None:
-        """Forget topic updates older than ``ttl_s``: by then the lake holds them."""
+        """Forget topic updates older than ``ttl_s`` (by then the lake holds them) at the next rebuild."""
         cutoff = time.monotonic() - ttl_s
         with self._lock:
-            stale = [key for key, (received, _) in self._live.items() if received < cutoff]
-            for key in stale:
-                del self._live[key]
-            if stale:
-                self._dirty = True
+            stale = {name for name, oldest in self._oldest_live.items() if oldest < cutoff}
+            self._changed |= stale
+        if stale:
+            self.changed.set()
 
     # ------------------------------------------------------------------ snapshot
-    def rebuild(self) -> bool:
-        """Lay the topic's updates over the tables' rows into a new snapshot when either changed; True when it did."""
+    def rebuild(self, ttl_s: float = float("inf")) -> bool:
+        """Lay the topic's updates over the tables' rows, for the aggregates whose rows changed; True when
+        the snapshot changed. Topic rows older than ``ttl_s`` are dropped."""
         with self._lock:
-            if not self._dirty:
+            self.changed.clear()
+            if not self._changed:
                 return False
-            self._dirty = False
-            lake_rows = dict(self._lake_rows)
-            live_rows: dict[str, list[dict[str, Any]]] = {}
-            for _, row in self._live.values():
-                live_rows.setdefault(row["aggregate"], []).append(row)
-        tables = {}
+            changed, self._changed = self._changed, set()
+            incoming = {name: self._incoming.pop(name) for name in changed if name in self._incoming}
+            lake = dict(self._lake_prepared)
+        now = time.monotonic()
+        tables = dict(self.snapshot.tables)
         for aggregate in self.contract.aggregates:
-            table = self._lake[aggregate.name]
-            rows = lake_rows[aggregate.name]
-            if live := live_rows.get(aggregate.name):
-                rows = latest_rows(pa.concat_tables([rows, self._live_table(live, table.schema)]), table.keys,
-                                   con=SQL.connection())
-            tables[aggregate.name] = self._prepared(aggregate, rows)
+            if aggregate.name not in changed:
+                continue
+            live = self._merged_live(aggregate, incoming.get(aggregate.name, []), now, now - ttl_s)
+            tables[aggregate.name] = lake[aggregate.name] if live is None else self._overlay(lake[aggregate.name], live)
         self.snapshot = Snapshot(self.snapshot.version + 1, tables)
         SNAPSHOT_ROWS.labels(self.contract.dataset).set(sum(t.num_rows for t in tables.values()))
         return True
 
+    def _merged_live(self, aggregate: Aggregate, rows: list[dict[str, Any]], now: float, cutoff: float,
+                     ) -> pa.Table | None:
+        """The newest kept topic row per key: the ones kept so far and ``rows``, without those before ``cutoff``."""
+        kept = self._live.get(aggregate.name)
+        sources, tables = [], {}
+        if kept is not None:
+            sources.append("SELECT * FROM kept")
+            tables["kept"] = kept
+        if rows:
+            sources.append(f"SELECT *, {self._key_sql[aggregate.name]} AS {KEY_COLUMN}, {now!r}::DOUBLE AS "
+                           f"{RECEIVED_COLUMN} FROM incoming")
+            tables["incoming"] = self._live_table(rows, self._lake[aggregate.name].schema)
+        live = None
+        if sources:
+            live = SQL.arrow(f"SELECT * FROM ({' UNION ALL BY NAME '.join(sources)}) WHERE {RECEIVED_COLUMN} >= ? "
+                             f"QUALIFY row_number() OVER (PARTITION BY window_start, {KEY_COLUMN} "
+                             f"ORDER BY revision DESC, {RECEIVED_COLUMN} DESC) = 1", [cutoff], **tables)
+        with self._lock:
+            if live is None or live.num_rows == 0:
+                self._live.pop(aggregate.name, None)
+                self._oldest_live.pop(aggregate.name, None)
+                return None
+            self._live[aggregate.name] = live
+            self._oldest_live[aggregate.name] = min(live.column(RECEIVED_COLUMN).to_pylist())
+        return live
+
+    @staticmethod
+    def _overlay(lake: pa.Table, live: pa.Table) -> pa.Table:
+        """The table's rows with a topic row in place of each one whose revision it exceeds (a hash join)."""
+        return SQL.arrow(
+            f"SELECT * FROM lake WHERE NOT EXISTS (SELECT 1 FROM live WHERE live.window_start = lake.window_start "
+            f"AND live.{KEY_COLUMN} = lake.{KEY_COLUMN} AND live.revision > lake.revision) "
+            f"UNION ALL BY NAME SELECT * EXCLUDE ({RECEIVED_COLUMN}) FROM live WHERE NOT EXISTS (SELECT 1 FROM lake "
+            f"WHERE lake.window_start = live.window_start AND lake.{KEY_COLUMN} = live.{KEY_COLUMN} "
+            f"AND lake.revision >= live.revision)", [], lake=lake, live=live).select(lake.schema.names)
+
     def _prepared(self, aggregate: Aggregate, rows: pa.Table) -> pa.Table:
-        """An aggregate's rows with their key text, in the order pages are cut."""
-        return SQL.arrow(f"SELECT *, {self._key_sql[aggregate.name]} AS {KEY_COLUMN} FROM rows "
-                         f"ORDER BY window_start, {KEY_COLUMN}", [], rows=rows)
+        """An aggregate's rows with their key text (pages are ordered by window start, then that text)."""
+        return SQL.arrow(f"SELECT *, {self._key_sql[aggregate.name]} AS {KEY_COLUMN} FROM rows", [], rows=rows)
 
     @staticmethod
     def _live_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
