@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -26,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from archlab.core import names
 from archlab.core.settings import Settings
@@ -144,17 +143,6 @@ def launch_ui(env: dict[str, str], api: str, port: int, name: str) -> ManagedPro
     ui_service = registered_service("ui")
     return launch([*ui_service.command(), "--browser.gatherUsageStats", "false"], log=log,
                   env={**env, "LAB_API_URL": api, **ui_service.env(http_port=port)})
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    chromium = shutil.which("chromium")
-    assert chromium, "chromium is not installed: run scripts/provision.sh (apt-get install chromium)"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium, headless=True,
-                                              args=["--no-sandbox", "--disable-dev-shm-usage"])
-        yield launched
-        launched.close()
 
 
 def until(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:

@@ -15,9 +15,8 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 from deltalake import DeltaTable, write_deltalake
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from archlab.core import names
 from archlab.core.settings import Settings
@@ -96,17 +95,6 @@ async def dashboard(settings: Settings, tmp_path_factory: pytest.TempPathFactory
         ui.kill()
         for service in services:
             service.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    chromium = shutil.which("chromium")
-    assert chromium, "chromium is not installed: run scripts/provision.sh (apt-get install chromium)"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium, headless=True,
-                                              args=["--no-sandbox", "--disable-dev-shm-usage"])
-        yield launched
-        launched.close()
 
 
 def _get(dashboard: Dashboard, path: str, **params: Any) -> Any:
