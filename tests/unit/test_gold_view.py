@@ -172,3 +172,22 @@ def test_quality_figures_equal_a_full_scan_for_any_period_and_read_a_whole_day_o
 
 def _quality_files_read() -> float:
     return REGISTRY.get_sample_value("lab_api_quality_files_read_total", {"dataset": "orders"}) or 0.0
+
+
+def test_the_newest_complete_window_is_the_one_before_the_newest_even_across_a_gap(tables: Tables) -> None:
+    """A window is complete once a newer one exists: events after a quiet spell (06:05, nothing in
+    06:02–06:04) make 06:01 the newest complete minute, compared with the minute before it (06:00)."""
+    land(tables, GoldEncoder({"orders": CONTRACT}), records(
+        update("by_category_1m", "2025-03-03T06:00:00.000Z", "books", 4, 1),
+        update("by_category_1m", "2025-03-03T06:01:00.000Z", "books", 6, 2),
+        update("by_category_1m", "2025-03-03T06:05:00.000Z", "books", 1, 3)))
+    view = GoldView(CONTRACT, tables)
+    assert view.refresh_lake() and view.rebuild()
+    minute = next(p for p in queries.kpis(view)["periods"] if p["period"] == "minute")
+    assert (minute["window_start"], minute["final"], minute["previous_window_start"]) == (
+        "2025-03-03T06:05:00.000Z", False, None)
+    complete = minute["complete"]
+    assert (complete["window_start"], complete["previous_window_start"]) == (
+        "2025-03-03T06:01:00.000Z", "2025-03-03T06:00:00.000Z")
+    units = next(f for f in complete["figures"] if f["name"] == "units")
+    assert (units["value"], units["previous"]) == (6, 4)

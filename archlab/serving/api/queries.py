@@ -156,12 +156,12 @@ def _period(view: GoldView, label: str, aggregate: Aggregate) -> dict[str, Any]:
         return out
     grouped = bool(aggregate.group_by)
     combined = [f"{_combine(m, grouped)} AS {quote(m.name)}" for m in measures]
-    sql = (f"WITH latest AS (SELECT max(window_start) AS ws FROM snap) "
+    # The three newest windows, adjacent or not: the newest complete one may lie before a gap in the events.
+    sql = (f"WITH newest AS (SELECT DISTINCT window_start AS ws FROM snap ORDER BY ws DESC LIMIT 3) "
            f"SELECT window_start, {iso('window_start')}, {iso('window_end')}, bool_and(final), sum(events) AS events, "
-           f"{', '.join(combined)} FROM snap WHERE window_start IN ((SELECT ws FROM latest), "
-           f"(SELECT ws FROM latest) - ?::INTERVAL, (SELECT ws FROM latest) - ?::INTERVAL) "
+           f"{', '.join(combined)} FROM snap WHERE window_start IN (SELECT ws FROM newest) "
            f"GROUP BY window_start, window_end ORDER BY window_start DESC")
-    rows = SQL.query(sql, [aggregate.window, 2 * aggregate.window], snap=table)
+    rows = SQL.query(sql, [], snap=table)
     by_start = {r[0]: r for r in rows}
     names = ["events", *(m.name for m in measures)]
 
@@ -172,7 +172,7 @@ def _period(view: GoldView, label: str, aggregate: Aggregate) -> dict[str, Any]:
     previous = by_start.get(current[0] - aggregate.window)
     out.update(window_start=current[1], window_end=current[2], final=current[3],
                previous_window_start=previous[1] if previous else None, figures=compared(current, previous))
-    complete = current if current[3] else previous
+    complete = current if current[3] else (rows[1] if len(rows) > 1 else None)  # a newer window exists
     if complete is not None:
         before = by_start.get(complete[0] - aggregate.window)
         out["complete"] = {"window_start": complete[1], "window_end": complete[2],
