@@ -114,8 +114,10 @@ async def test_a_reader_in_a_tight_loop_under_landing_and_maintenance_never_errs
         return sum(table_stats(tables, layer, dataset).rows for layer in ("silver", "quarantine"))
 
     try:
+        # Gold is merged: each flush rewrites the open partition's few files, so after its first compaction
+        # the file count seldom reaches the threshold again (a second one came in some runs, not all).
         await asyncio.to_thread(wait_until, lambda: reader.done() or (
-            compactions(silver, refiner) >= 3 and compactions(gold, aggregator) >= 2), 240, "compactions of both tables")
+            compactions(silver, refiner) >= 3 and compactions(gold, aggregator) >= 1), 240, "compactions of both tables")
         producer_stop.set()
         sent = (await producing).sent
         await asyncio.to_thread(wait_until, lambda: reader.done() or refined() == sent, 120,

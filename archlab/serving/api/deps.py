@@ -46,6 +46,7 @@ async def get_view(dataset: Annotated[str, Path(description="A dataset with a co
     if view is None:
         raise HTTPException(404, f"unknown dataset {dataset!r} (path parameter dataset); "
                                  f"known: {', '.join(serving.views)}")
+    await serving.rebuild_if_due(view)  # what the gold topic brought since the last read
     return view
 
 

@@ -1,11 +1,10 @@
 """What the routes read (one ``Serving`` per application) and the background jobs that keep it
-fresh: the gold topic follower, the lake refresh, the snapshot rebuild, the pipeline monitor and the
-alerts follower."""
+fresh: the gold topic follower, the lake refresh, the rebuild of snapshots nobody has read lately, the
+pipeline monitor and the alerts follower."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,13 +25,13 @@ from archlab.serving.api.store import GoldView
 
 log = structlog.get_logger("api")
 
-SNAPSHOT_TICK_S = 0.05
-"""How often the views are asked whether they changed (bounds the extra delay of a topic update); a view
-that did not change costs an attribute read, one that did is rebuilt once for all it received meanwhile."""
 SNAPSHOT_SPACING_S = 0.2
-"""The least time between two rebuilds of a view: a stream of small gold batches costs at most five
-rebuilds a second, not one per batch."""
-
+"""The least time between two rebuilds of a view that readers ask for (a reader waits for at most one
+rebuild, of everything received meanwhile): a busy dashboard costs at most five rebuilds a second."""
+UNREAD_REBUILD_S = 5.0
+"""How often topic updates nobody has read are merged anyway, which bounds what waits in memory. A view is
+rebuilt when someone reads it, not whenever the topic moves: following a stream nobody watches is cheap."""
+REBUILD_TICK_S = 1.0
 
 @dataclass
 class Serving:
@@ -50,6 +49,7 @@ class Serving:
     follower: GoldFollower | None = None
     monitor: PipelineMonitor | None = None
     alert_follower: AlertFollower | None = None
+    rebuilding: dict[str, asyncio.Lock] = field(default_factory=dict)  # one rebuild of a view at a time
 
     @classmethod
     def from_settings(cls, settings: ApiSettings) -> Serving:
@@ -59,6 +59,15 @@ class Serving:
         return cls(settings, contracts, tables, {name: GoldView(c, tables) for name, c in contracts.items()},
                    alerts=AlertBook(settings.api_alerts_resolved_kept),
                    quality={name: QualityFigures(tables, name, settings.api_lake_refresh_s) for name in contracts})
+
+    async def rebuild_if_due(self, view: GoldView, spacing_s: float = SNAPSHOT_SPACING_S) -> None:
+        """Lay what the view received over its snapshot, in a thread, unless it was rebuilt less than
+        ``spacing_s`` ago; concurrent readers wait for the same rebuild."""
+        if not view.due(spacing_s):
+            return
+        async with self.rebuilding.setdefault(view.contract.dataset, asyncio.Lock()):
+            if view.due(spacing_s):
+                await asyncio.to_thread(view.rebuild, self.settings.api_live_ttl_s)
 
     def close_streams(self) -> None:
         """End every open event stream, gold's and the alerts' (the server is stopping)."""
@@ -79,20 +88,16 @@ def start_background(serving: Serving) -> list[asyncio.Task[None]]:
                 await asyncio.to_thread(view.refresh_lake)
             await asyncio.sleep(settings.api_lake_refresh_s)
 
-    async def rebuild_snapshots() -> None:
-        """A thread hop only when a view changed: idle, a tick costs a few attribute reads."""
-        rebuilt_at: dict[str, float] = {}
+    async def rebuild_unread_snapshots() -> None:
         while True:
-            for name, view in serving.views.items():
+            for view in serving.views.values():
                 view.expire_live(settings.api_live_ttl_s)
-                if view.changed.is_set() and time.monotonic() - rebuilt_at.get(name, float("-inf")) >= SNAPSHOT_SPACING_S:
-                    rebuilt_at[name] = time.monotonic()
-                    await asyncio.to_thread(view.rebuild, settings.api_live_ttl_s)
-            await asyncio.sleep(SNAPSHOT_TICK_S)
+                await serving.rebuild_if_due(view, UNREAD_REBUILD_S)
+            await asyncio.sleep(REBUILD_TICK_S)
 
     jobs: dict[str, Callable[[], Awaitable[None]]] = {
         "gold follower": serving.follower.run, "lake refresh": refresh_lake,
-        "snapshot rebuild": rebuild_snapshots, "pipeline monitor": serving.monitor.run,
+        "unread snapshot rebuild": rebuild_unread_snapshots, "pipeline monitor": serving.monitor.run,
         "alerts follower": serving.alert_follower.run,
     }
     return [asyncio.create_task(_keep_running(name, job)) for name, job in jobs.items()]

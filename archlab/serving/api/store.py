@@ -206,6 +206,7 @@ class GoldView:
         self._oldest_live: dict[str, float] = {}  # aggregate -> when its oldest kept topic row arrived
         self._changed: set[str] = {a.name for a in contract.aggregates}
         self._lock = threading.Lock()
+        self._rebuilt_at = float("-inf")
         self.changed = threading.Event()
         """Set whenever a rebuild would change the snapshot (what the rebuild job waits for)."""
         self.changed.set()
@@ -257,6 +258,10 @@ class GoldView:
             self.changed.set()
         LIVE_UPDATES.labels(self.contract.dataset).inc(count)
 
+    def due(self, spacing_s: float) -> bool:
+        """Whether a rebuild would change the snapshot and the last one is ``spacing_s`` old."""
+        return self.changed.is_set() and time.monotonic() - self._rebuilt_at >= spacing_s
+
     def expire_live(self, ttl_s: float) -> None:
         """Forget topic updates older than ``ttl_s`` (by then the lake holds them) at the next rebuild."""
         cutoff = time.monotonic() - ttl_s
@@ -272,6 +277,7 @@ class GoldView:
         the snapshot changed. Topic rows older than ``ttl_s`` are dropped."""
         with self._lock:
             self.changed.clear()
+            self._rebuilt_at = time.monotonic()
             if not self._changed:
                 return False
             changed, self._changed = self._changed, set()
