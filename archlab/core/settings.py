@@ -86,6 +86,13 @@ class Settings(LakeSettings):
         description="Stable id of this instance; its transactional ids fence a crashed predecessor",
     )
 
+    # Every consuming stage: a fetched batch closes on size or on a short deadline, whichever comes first,
+    # so a quiet stream pays its per-batch costs (transaction, query, commit) a few times a second, not per record.
+    batch_min_bytes: int = Field(
+        256 * 1024, ge=1, description="A stage's fetch returns once this many bytes wait for it (1: at once)")
+    batch_wait_ms: int = Field(
+        500, ge=0, le=5_000, description="...or after at most this many milliseconds with less: the batch deadline")
+
     # Landing: when a buffered file is rolled and written to the lake.
     flush_records: int = Field(20_000, ge=1, description="Roll a lake file after this many records")
     flush_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Roll a lake file after this many bytes")
@@ -97,7 +104,9 @@ class Settings(LakeSettings):
         300.0, ge=0, description="A partition not written for this long is closed: its files are compacted into few")
     compact_min_files: int = Field(
         32, ge=2, description="An open partition (or unpartitioned table) is compacted once it has this many files")
-    checkpoint_every: int = Field(50, ge=1, description="Write a Delta checkpoint after this many new versions")
+    checkpoint_every: int = Field(
+        10, ge=1, description="Write a Delta checkpoint after this many new versions (the table property "
+                              "delta.checkpointInterval): an exactly-once check replays at most this many commits")
     vacuum_retention_h: int = Field(
         168, ge=0, description="Hours a file removed from a table is kept before vacuum deletes it: the longest a "
                                "reader may hold a snapshot (0 is unsafe under readers)")

@@ -238,7 +238,8 @@ async def run_stage(
                                      transaction_timeout_ms=TRANSACTION_TIMEOUT_MS)
             await producer.start()  # fences a dead predecessor with the same id, aborting its open transaction
             clients.push_async_callback(producer.stop)
-        consumer = make_consumer(settings, group_id=group, **consumer_options)
+        consumer = make_consumer(settings, group_id=group, fetch_min_bytes=settings.batch_min_bytes,
+                                 fetch_max_wait_ms=settings.batch_wait_ms, **consumer_options)
         stage = make(consumer, producer)
         consumer.subscribe(topics, listener=stage.listener)
         await consumer.start()

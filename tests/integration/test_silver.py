@@ -162,6 +162,23 @@ async def test_second_dataset_runs_beside_orders_in_one_refiner(
     assert refiner.terminate() == 0, refiner.log_tail()
 
 
+async def test_a_trickle_is_refined_in_batches_closed_by_the_deadline_not_per_record(
+    settings: Settings, orders_like: tuple[str, Path], start_service
+) -> None:
+    """At a low rate a fetch waits up to LAB_BATCH_WAIT_MS for more records: the fixed costs of a batch
+    (the refine query, a transaction) are paid a few times a second, not once per record or two."""
+    dataset, contracts = orders_like
+    refiner = start_service("silver_refiner", **_env(dataset, contracts), LAB_BATCH_WAIT_MS="1000")
+    await refiner.working()
+    await produce_synthetic(settings, "orders", count=120, rate=40, seed=8, dirty=DirtyRates.clean(),
+                            topic=names.raw_topic(dataset))  # three seconds, a record every 25 ms
+    silver, _ = await _settled(settings, dataset, 120, 60)
+    assert len(silver) == 120, refiner.log_tail()
+    batches = refiner.metric("lab_silver_emit_seconds_count", dataset=dataset)
+    assert 1 <= batches <= 8, f"{batches:.0f} batches for 120 records sent over 3 s"
+    assert refiner.terminate() == 0, refiner.log_tail()
+
+
 async def _send_values(settings: Settings, topic: str, records: list) -> None:
     producer = make_producer(settings)
     await producer.start()
