@@ -46,12 +46,14 @@ from archlab.lake.tables import Tables
 log = structlog.get_logger(__name__)
 
 MAINTAINED = Counter("lab_table_maintenance_total", "Table maintenance operations run (compact: a compaction "
-                     "committed; vacuum, cleanup: a pass; checkpoint: one written; properties: retention set)",
+                     "committed; vacuum, cleanup: a pass; checkpoint: one written; properties: retention and checkpoint "
+                     "interval set)",
                      ["table", "operation"])
 TABLE_FILES = Gauge("lab_table_files", "Data files in the table's latest version", ["table"])
 
 LOG_RETENTION = "delta.logRetentionDuration"
 FILE_RETENTION = "delta.deletedFileRetentionDuration"
+CHECKPOINT_INTERVAL = "delta.checkpointInterval"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +73,8 @@ class MaintenancePolicy:
                    history_retention_h=settings.history_retention_h)
 
     def table_properties(self) -> dict[str, str]:
-        return {LOG_RETENTION: _interval(self.history_retention_h), FILE_RETENTION: _interval(self.vacuum_retention_h)}
+        return {LOG_RETENTION: _interval(self.history_retention_h), FILE_RETENTION: _interval(self.vacuum_retention_h),
+                CHECKPOINT_INTERVAL: str(self.checkpoint_every)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,9 @@ log = structlog.get_logger(__name__)
 #: Table properties of every table: the log and removed files are kept this long, so that time
 #: travel reaches back that far and a reader's snapshot never loses a file under it.
 DEFAULT_RETENTION = "interval 7 days"
+#: ...and delta-rs writes a checkpoint after every so many commits: a reader, and every exactly-once check
+#: (``transaction_version`` replays the log since the last checkpoint), reads at most this many commit files.
+DEFAULT_CHECKPOINT_INTERVAL = "10"
 
 
 class SchemaChangeError(UserError):
@@ -148,7 +151,8 @@ class Tables:
                 DeltaTable.create(self.uri(path), schema=schema, partition_by=list(partition_by) or None,
                                   mode="ignore", storage_options=self.storage_options,
                                   configuration={"delta.logRetentionDuration": DEFAULT_RETENTION,
-                                                 "delta.deletedFileRetentionDuration": DEFAULT_RETENTION})
+                                                 "delta.deletedFileRetentionDuration": DEFAULT_RETENTION,
+                                                 "delta.checkpointInterval": DEFAULT_CHECKPOINT_INTERVAL})
             except CommitFailedError:  # another instance created it meanwhile
                 pass
             table = self.open(path)

@@ -3,6 +3,7 @@ gold lake sink and, alike, by a batch rebuild (:mod:`archlab.batch`)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import pyarrow as pa
@@ -10,7 +11,7 @@ import pyarrow.compute as pc
 from aiokafka.structs import ConsumerRecord
 
 from archlab.contract import Aggregate, Contract
-from archlab.core import names
+from archlab.core import names, sql
 from archlab.lake.latest import latest_rows
 from archlab.lake.store import calendar_date
 from archlab.lake.tables import TableTarget
@@ -42,6 +43,7 @@ class GoldEncoder:
     def __init__(self, contracts: dict[str, Contract]) -> None:
         self._contracts = contracts
         self._targets = {name: {a.name: gold_target(c, a) for a in c.aggregates} for name, c in contracts.items()}
+        self._threads = threading.local()  # a DuckDB connection per flushing thread, made once (not per flush)
 
     def targets(self, dataset: str) -> list[TableTarget]:
         return list(self._targets[dataset].values())
@@ -56,10 +58,13 @@ class GoldEncoder:
         """Gold records (wire JSON) as rows of their aggregates' tables, the latest per window and group;
         the stream's sink and a batch rebuild (``archlab.batch``) shape gold rows alike."""
         rows = from_wire_json(values, self._contracts[dataset].gold_schema)
+        con = getattr(self._threads, "con", None)
+        if con is None:
+            con = self._threads.con = sql.connect()
         out = {}
         for name, target in self._targets[dataset].items():
             mine = rows.filter(pc.equal(rows["aggregate"], name))
             if mine.num_rows:
                 mine = mine.append_column(GOLD_DATE, calendar_date(mine["window_start"]))
-                out[target.path] = latest_rows(mine, target.merge_keys).select(target.schema.names).cast(target.schema)
+                out[target.path] = latest_rows(mine, target.merge_keys, con=con).select(target.schema.names).cast(target.schema)
         return out
