@@ -188,24 +188,24 @@ class Tables:
         """Append ``data`` and the application transactions in one commit, exactly once."""
         transactions = list(landed)
 
-        def commit() -> None:
+        def commit(_: dict[str, int | None]) -> None:
             write_deltalake(table, data, mode="append",
                             commit_properties=_properties(transactions))
 
         self._exactly_once(table, transactions, commit)
 
-    def append_new(self, table: DeltaTable, landed: Landed, rows_after: Callable[[int | None], pa.Table]) -> None:
-        """Append, in one commit carrying ``landed``, the rows ``rows_after(version)`` makes of what
-        ``landed.app_id`` has not landed yet (``version``: its last landed offset now, None if none).
+    def append_new(self, table: DeltaTable, landed: Sequence[Landed],
+                   rows_after: Callable[[dict[str, int | None]], pa.Table]) -> None:
+        """Append, in one commit carrying every ``landed``, the rows ``rows_after(versions)`` makes of what
+        the apps have not landed yet (``versions``: per app id, its last landed offset now, None if none).
         The rows are made again for every attempt, after the table was read anew, so a writer that lost
         a race with another writer of the same app (an instance the group has already replaced) lands
         only what is still missing and never a row twice."""
 
-        def commit() -> None:
-            data = rows_after(table.transaction_version(landed.app_id))
-            write_deltalake(table, data, mode="append", commit_properties=_properties([landed]))
+        def commit(versions: dict[str, int | None]) -> None:
+            write_deltalake(table, rows_after(versions), mode="append", commit_properties=_properties(list(landed)))
 
-        self._exactly_once(table, [landed], commit)
+        self._exactly_once(table, list(landed), commit)
 
     def merge(self, table: DeltaTable, data: pa.Table, keys: Sequence[str], landed: Iterable[Landed],
               newer_when: str | None = None) -> None:
@@ -214,7 +214,7 @@ class Tables:
         transactions = list(landed)
         predicate = " AND ".join(map(_key_equality(pa.schema(table.schema().to_arrow())), keys))
 
-        def commit() -> None:
+        def commit(_: dict[str, int | None]) -> None:
             # Not streamed: delta-rs then reads the (small) batch first and scans only the target files whose
             # partition values and key statistics it can match (measured: 2 of 40 files instead of 40).
             (table.merge(data, predicate=predicate, source_alias="s", target_alias="t", streamed_exec=False,
@@ -225,18 +225,22 @@ class Tables:
 
         self._exactly_once(table, transactions, commit)
 
-    def _exactly_once(self, table: DeltaTable, transactions: list[Landed], commit: Callable[[], None]) -> None:
+    def _exactly_once(self, table: DeltaTable, transactions: list[Landed],
+                      commit: Callable[[dict[str, int | None]], None]) -> None:
         """Commit unless ``transactions`` already landed (a commit may succeed although its caller saw an
-        error, and then be called again); a conflict with a concurrent commit is retried on the new version."""
+        error, and then be called again); a conflict with a concurrent commit is retried on the new version.
+        ``commit`` gets the apps' landed versions it was decided on (each read replays the log since the
+        last checkpoint: read once per attempt)."""
         for attempt in Retrying(retry=retry_if_exception_type(CommitFailedError), reraise=True,
                                 wait=wait_exponential(multiplier=0.05, max=2.0), stop=stop_after_attempt(50)):
             with attempt:
                 table.update_incremental()
-                if transactions and all((table.transaction_version(t.app_id) or -1) >= t.version
+                versions = {t.app_id: table.transaction_version(t.app_id) for t in transactions}
+                if transactions and all(versions[t.app_id] is not None and versions[t.app_id] >= t.version
                                         for t in transactions):
                     log.info("batch already landed", table=table.table_uri, transactions=len(transactions))
                     return
-                commit()
+                commit(versions)
 
     def register(self, con: duckdb.DuckDBPyConnection, name: str, path: str,
                  as_of: int | str | datetime | None = None) -> bool:

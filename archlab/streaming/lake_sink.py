@@ -6,9 +6,11 @@ released and who retries what). Its encoder names the tables (:class:`TableTarge
 land in and turns one partition's records into their rows. The guarantee is Spark Structured
 Streaming's, through Delta application transactions (:mod:`archlab.lake.tables`):
 
-* A *flush* takes the buffered records of one Kafka partition and makes one commit per table, carrying
-  ``Landed(app_id, last offset of the flush)`` with ``app_id = names.app_id(group, topic, partition)``:
-  the rows and the progress become visible together, or not at all.
+* A *flush* takes the buffered records of a topic's partitions and makes one commit per table, carrying
+  ``Landed(app_id, last offset flushed)`` per partition with ``app_id = names.app_id(group, topic,
+  partition)``: the rows and the progress become visible together, or not at all. A flush due for one
+  partition takes every partition of its topic that has records and no flush running, so a table gets
+  one commit (one file, one log entry) per interval, not one per partition.
 * When a partition is assigned, the sink reads each table's transaction version for its ``app_id``
   and resumes after the lowest (a table without one counts as the group's committed offset, or the
   beginning); a flush drops, per table, the records at or below the version that table already holds.
@@ -192,12 +194,12 @@ class LakeSink(ConsumerStage):
                 self._buffers.setdefault(tp, _Buffer()).add(records)
         self._reap()
         now = time.monotonic()
-        for tp, buffer in list(self._buffers.items()):
-            if not buffer.due(self._policy, now):
-                continue
+        for tp in [tp for tp, buffer in self._buffers.items() if buffer.due(self._policy, now)]:
+            if tp not in self._buffers:
+                continue  # taken by the flush of its topic just started
             if tp not in self._inflight:
-                self._start_flush(tp)
-            elif tp not in self._paused and buffer.full(self._policy):
+                self._start_flush(tp.topic)
+            elif tp not in self._paused and self._buffers[tp].full(self._policy):
                 self.consumer.pause(tp)
                 self._paused.add(tp)
         self._buffered.set(sum(len(b.records) for b in self._buffers.values()))
@@ -205,13 +207,17 @@ class LakeSink(ConsumerStage):
     async def finish(self) -> None:
         """Land what is buffered (after the flushes already running)."""
         await self._drain(list(self._inflight))
-        for tp in list(self._buffers):
-            self._start_flush(tp)
+        for topic in {tp.topic for tp in self._buffers}:
+            self._start_flush(topic)
         await self._drain(list(self._inflight))
 
-    def _start_flush(self, tp: TopicPartition) -> None:
-        records = self._buffers.pop(tp).records
-        self._inflight[tp] = asyncio.create_task(self._flush(tp, records), name=f"flush {tp.topic}/{tp.partition}")
+    def _start_flush(self, topic: str) -> None:
+        """Flush every partition of ``topic`` that has buffered records and no flush running, together."""
+        group = {tp: self._buffers.pop(tp).records for tp in list(self._buffers)
+                 if tp.topic == topic and tp not in self._inflight}
+        task = asyncio.create_task(self._flush(group), name=f"flush {topic} {sorted(tp.partition for tp in group)}")
+        for tp in group:
+            self._inflight[tp] = task
 
     def _reap(self) -> None:
         """Forget finished flushes (re-raising a failure) and resume partitions paused for them."""
@@ -225,43 +231,55 @@ class LakeSink(ConsumerStage):
                 self.consumer.resume(tp)
 
     async def _drain(self, partitions: Collection[TopicPartition]) -> None:
-        tasks = [self._inflight[tp] for tp in partitions if tp in self._inflight]
+        tasks = {self._inflight[tp] for tp in partitions if tp in self._inflight}
         if tasks:
             await asyncio.gather(*tasks)
         self._reap()
 
-    async def _flush(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
-        """Land one partition's buffer in every table that lacks some of it, then report the offset to Kafka."""
+    async def _flush(self, group: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Land partitions' buffers (of one topic) in every table that lacks some of them, one commit per
+        table, then report the offsets to Kafka."""
         started = time.perf_counter()
-        dataset = names.dataset_of(tp.topic)
-        landed = self._landed[tp]
-        flush = _Flush(records, self._encoder)
-        mark = Landed(self._app_id(tp), flush.last)
-        fresh = len(records) - bisect_right(records, min(landed.values()), key=_OFFSET)
-        behind = [t for t in self._encoder.targets(dataset) if landed[t.path] < flush.last]
-        await asyncio.gather(*(self._land(target, flush, mark, landed[target.path]) for target in behind))
-        LAKE_COMMITS.labels(self._encoder.layer, dataset).inc(len(behind))
-        for target in behind:
-            landed[target.path] = flush.last
+        dataset = names.dataset_of(next(iter(group)).topic)
+        flushes = {tp: _Flush(records, self._encoder) for tp, records in group.items()}
+        fresh = sum(len(records) - bisect_right(records, min(self._landed[tp].values()), key=_OFFSET)
+                    for tp, records in group.items())
+        landings = []
+        for target in self._encoder.targets(dataset):
+            behind = {tp: flush for tp, flush in flushes.items() if self._landed[tp][target.path] < flush.last}
+            if behind:
+                landings.append((target, behind))
+        await asyncio.gather(*(self._land(target, behind) for target, behind in landings))
+        LAKE_COMMITS.labels(self._encoder.layer, dataset).inc(len(landings))
+        for target, behind in landings:
+            for tp, flush in behind.items():
+                self._landed[tp][target.path] = flush.last
         LANDED_RECORDS.labels(self._encoder.layer, dataset).inc(fresh)
         FLUSH_SECONDS.labels(self._encoder.layer).observe(time.perf_counter() - started)
         async with self._commit_lock:
             try:
-                await self.consumer.commit({tp: flush.last + 1})
+                await self.consumer.commit({tp: flush.last + 1 for tp, flush in flushes.items()})
             except (CommitFailedError, IllegalStateError) as exc:
                 # Only the lag report is lost: the tables' transaction versions say what landed.
-                log.info("offset report refused", topic=tp.topic, partition=tp.partition, error=str(exc))
+                log.info("offset report refused", topic=next(iter(group)).topic, error=str(exc))
 
-    async def _land(self, target: TableTarget, flush: _Flush, mark: Landed, known: int) -> None:
-        """One commit of the flush's rows to one table, exactly once (see :meth:`Tables.append_new`)."""
+    async def _land(self, target: TableTarget, behind: dict[TopicPartition, _Flush]) -> None:
+        """One commit of the partitions' rows to one table, exactly once (see :meth:`Tables.append_new`)."""
+        parts = [(Landed(self._app_id(tp), flush.last), flush, self._landed[tp][target.path])
+                 for tp, flush in behind.items()]
+        marks = [mark for mark, _, _ in parts]
+
+        def rows_after(versions: dict[str, int | None]) -> pa.Table:
+            return _concat(target, [flush.rows(target, max(known, _landed_offset(versions.get(mark.app_id))))
+                                    for mark, flush, known in parts])
 
         def commit(table: DeltaTable) -> None:
             started = time.perf_counter()
             if target.merge_keys is None:
-                self._tables.append_new(
-                    table, mark, lambda version: flush.rows(target, max(known, -1 if version is None else version)))
-            else:
-                self._tables.merge(table, flush.rows(target, known), target.merge_keys, [mark], target.newer_when)
+                self._tables.append_new(table, marks, rows_after)
+            else:  # a key lives in one partition (topics are keyed by it): the partitions' rows never collide
+                self._tables.merge(table, _concat(target, [flush.rows(target, known) for _, flush, known in parts]),
+                                   target.merge_keys, marks, target.newer_when)
             COMMIT_SECONDS.labels(self._encoder.layer).observe(time.perf_counter() - started)
 
         await self._with_table(target, commit)
@@ -328,6 +346,19 @@ class LakeSink(ConsumerStage):
         if table is None:
             table = self._handles[target.path] = self._tables.ensure(target.path, target.schema, target.partition_by)
         return use(table)
+
+
+def _landed_offset(version: int | None) -> int:
+    """A table's transaction version for an app as an offset: -1 when the app landed nothing yet."""
+    return -1 if version is None else version
+
+
+def _concat(target: TableTarget, parts: list[pa.Table]) -> pa.Table:
+    """Several partitions' rows for one table as one table (its schema when there are none)."""
+    parts = [part for part in parts if part.num_rows]
+    if not parts:
+        return target.schema.empty_table()
+    return parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="default")
 
 
 async def prepare_tables(settings: Settings, targets: Sequence[TableTarget], stop: asyncio.Event) -> bool:

@@ -38,10 +38,11 @@ def _sink_env(dataset: str, flush_records: int) -> dict[str, str]:
             "LAB_FLUSH_RECORDS": str(flush_records), "LAB_FLUSH_INTERVAL_S": "0.5"}
 
 
-async def _land_in_process(settings: Settings, tables: Tables, dataset: str, expected: int) -> None:
+async def _land_in_process(settings: Settings, tables: Tables, dataset: str, expected: int,
+                           policy: RollPolicy = RollPolicy(1_000, 1 << 20, 1.0)) -> None:
     group = f"bronze-{dataset}"
     consumer = make_consumer(settings, group_id=group)
-    sink = LakeSink(consumer, tables, BronzeEncoder(), group_id=group, policy=RollPolicy(1_000, 1 << 20, 1.0))
+    sink = LakeSink(consumer, tables, BronzeEncoder(), group_id=group, policy=policy)
     consumer.subscribe([names.raw_topic(dataset)], listener=sink.listener)
     await consumer.start()
     stop = asyncio.Event()
@@ -77,6 +78,30 @@ async def test_every_raw_record_lands_once_byte_identical(settings: Settings, ta
         ).fetchall()
     }
     assert injected == set(DIRTY_KINDS), f"dirty kinds landed: {sorted(injected)}"
+
+
+async def test_a_flush_lands_every_partition_of_its_topic_in_one_commit(
+    settings: Settings, tables: Tables, fresh_dataset: str
+) -> None:
+    """A flush due for one partition takes the others of its topic along: one commit (one file, one log
+    entry) per interval for the table, carrying each partition's transaction, not one per partition."""
+    await produce_synthetic(settings, "orders", count=2_000, rate=0, seed=4, dirty=DirtyRates.clean(),
+                            topic=names.raw_topic(fresh_dataset))
+    sent = await read_topic(settings, names.raw_topic(fresh_dataset))
+    assert len({partition for partition, _ in sent}) == settings.topic_partitions
+
+    await _land_in_process(settings, tables, fresh_dataset, len(sent), RollPolicy(100_000, 1 << 30, 3.0))
+
+    assert_exactly_once(bronze_rows(tables, fresh_dataset), sent)
+    table = tables.open(names.table_path("bronze", fresh_dataset))
+    assert table is not None
+    writes = [commit for commit in table.history() if commit["operation"] == "WRITE"]
+    assert len(writes) == 1, writes
+    group = f"bronze-{fresh_dataset}"
+    topic = names.raw_topic(fresh_dataset)
+    assert {partition: table.transaction_version(names.app_id(group, topic, partition))
+            for partition in range(settings.topic_partitions)} == {
+        partition: max(offset for p, offset in sent if p == partition) for partition in range(settings.topic_partitions)}
 
 
 async def test_a_flush_committed_to_the_table_but_not_to_kafka_is_not_landed_again(
