@@ -156,18 +156,29 @@ def dq_row(dataset: str, records: int, quarantined: int) -> bytes:
                          "passed": records - quarantined, "failed": 0, "warned": 0, "records": records})
 
 
+@contextlib.asynccontextmanager
+async def seen_fresh_then_silent(
+    settings: Settings, dataset: str, folder: Path, observer_env: dict[str, str],
+    start_service: Callable[..., ServiceProcess],
+) -> AsyncIterator[tuple[Feed, ServiceProcess]]:
+    """A dataset watched for freshness only, fed until the observer has sampled it fresh, then silent:
+    its feed (``feed.on.set()`` resumes it) and the observer."""
+    write_contract(folder, dataset, f"  freshness: {FRESHNESS_S}s\n  quarantine_rate: off\n"
+                                    "  late_rate: off\n  consumer_stall: off\n")
+    async with feeding(Feed(settings, names.raw_topic(dataset), b'{"any": "event"}')) as feed:
+        feed.on.set()
+        observer = start_service("observer", **observer_env)
+        await samples_taken(settings, dataset, 2, observer)  # it saw the dataset fresh
+        feed.on.clear()
+        yield feed, observer
+
+
 # ------------------------------------------------------------------------------------------------ tests
 async def test_freshness_alert_opens_when_a_dataset_stops_and_resolves_when_it_resumes(
     settings: Settings, fresh_dataset: str, tmp_path: Path, webhook: Webhook, observer_env: dict[str, str],
     start_service: Callable[..., ServiceProcess], tables: Tables,
 ) -> None:
-    write_contract(tmp_path, fresh_dataset, f"  freshness: {FRESHNESS_S}s\n  quarantine_rate: off\n"
-                                            "  late_rate: off\n  consumer_stall: off\n")
-    async with feeding(Feed(settings, names.raw_topic(fresh_dataset), b'{"any": "event"}')) as feed:
-        feed.on.set()
-        observer = start_service("observer", **observer_env)
-        await samples_taken(settings, fresh_dataset, 2, observer)  # it saw the dataset fresh
-        feed.on.clear()
+    async with seen_fresh_then_silent(settings, fresh_dataset, tmp_path, observer_env, start_service) as (feed, observer):
         stopped = time.time()
         current = await wait_for_alerts(settings, fresh_dataset, "freshness", AlertState.OPEN, 1,
                                         FRESHNESS_S + 30, observer)
@@ -221,13 +232,7 @@ async def test_kill9_keeps_one_open_alert_and_one_webhook_call_per_change(
     settings: Settings, fresh_dataset: str, tmp_path: Path, webhook: Webhook, observer_env: dict[str, str],
     start_service: Callable[..., ServiceProcess],
 ) -> None:
-    write_contract(tmp_path, fresh_dataset, f"  freshness: {FRESHNESS_S}s\n  quarantine_rate: off\n"
-                                            "  late_rate: off\n  consumer_stall: off\n")
-    async with feeding(Feed(settings, names.raw_topic(fresh_dataset), b'{"any": "event"}')) as feed:
-        feed.on.set()
-        observer = start_service("observer", **observer_env)
-        await samples_taken(settings, fresh_dataset, 2, observer)  # it saw the dataset fresh
-        feed.on.clear()
+    async with seen_fresh_then_silent(settings, fresh_dataset, tmp_path, observer_env, start_service) as (feed, observer):
         opened = await wait_for_alerts(settings, fresh_dataset, "freshness", AlertState.OPEN, 1, FRESHNESS_S + 30,
                                        observer)
         await asyncio.to_thread(wait_until, lambda: webhook.states("freshness") == ["open"], 10,

@@ -193,12 +193,13 @@ def test_append_new_makes_the_rows_again_when_another_writer_of_the_app_won_the_
     rows = BronzeEncoder().encode(_records(datetime(2026, 1, 1, tzinfo=UTC), 100, timedelta(seconds=1)))[BRONZE]
     seen: list[int | None] = []
 
-    def rows_after(version: int | None) -> pa.Table:
+    def rows_after(versions: dict[str, int | None]) -> pa.Table:
         if not seen:
             tables.append(theirs, rows.slice(0, 50), [Landed("app", 149)])  # type: ignore[arg-type]
+        version = versions["app"]
         seen.append(version)
         return rows.filter(pa.compute.greater(rows["offset"], -1 if version is None else version))
 
-    tables.append_new(ours, Landed("app", 199), rows_after)
+    tables.append_new(ours, [Landed("app", 199)], rows_after)
     assert seen == [None, 149]
     assert _offsets(tables, BRONZE) == list(range(100, 200))
