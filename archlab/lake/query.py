@@ -1,32 +1,13 @@
-"""Reading the lake: one DuckDB connection factory (so tests, ``lab status`` and the API agree), the
-tables the lake holds, and a table's size from its Delta log alone."""
+"""Reading the lake: the tables it holds, and a table's size from its Delta log alone."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import duckdb
 from deltalake import DeltaTable
 
-from archlab.core import names, sql
-from archlab.lake.store import Lake
+from archlab.core import names
 from archlab.lake.tables import Tables, TableStats
-
-
-def connect(lake: Lake) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB that reads the lake through the lake's own fsspec filesystem.
-
-    Registering s3fs avoids the httpfs extension, which DuckDB would download at run time.
-    """
-    connection = sql.connect(threads=None)
-    if lake.is_s3:
-        connection.register_filesystem(lake.fs)
-    return connection
-
-
-def layer_glob(lake: Lake, layer: str, dataset: str, subdir: str | None = None) -> str:
-    """The Parquet glob of a layer's dataset, for ``read_parquet(..., hive_partitioning=true)``."""
-    return lake.url(f"{names.table_path(layer, dataset, subdir)}/**/*.parquet")
 
 
 def lake_tables(tables: Tables, datasets: Sequence[str]) -> list[str]:

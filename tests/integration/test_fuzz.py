@@ -39,8 +39,7 @@ from archlab.contract import load_contract
 from archlab.core import names
 from archlab.core.settings import PROJECT_ROOT, Settings
 from archlab.kafka.clients import KeyedBatchSender, make_producer, partition_for
-from archlab.lake.query import connect, layer_glob
-from archlab.lake.store import Lake
+from archlab.lake.query import table_stats
 from archlab.lake.tables import Tables
 from archlab.pipeline.silver.checks import TRUNCATED_PAYLOAD_BYTES
 from tests.integration.conftest import ServiceProcess, assert_exactly_once, bronze_rows, read_all
@@ -386,11 +385,10 @@ async def _until(pipeline: Pipeline, condition: Callable[[], Awaitable[bool]], w
     pipeline.check_services()
 
 
-def _lake_count(lake: Lake, layer: str, dataset: str) -> int:
-    if not [key for key in lake.list(names.table_path(layer, dataset)) if key.endswith(".parquet")]:
-        return 0
-    query = "SELECT count(*) FROM read_parquet(?)"
-    return connect(lake).execute(query, [layer_glob(lake, layer, dataset)]).fetchone()[0]
+def _lake_count(tables: Tables, layer: str, dataset: str) -> int:
+    """Rows of the table's committed snapshot (its Delta log), not of every Parquet file under it: files a
+    compaction removed stay until vacuum, and the log's checkpoints are Parquet files too."""
+    return table_stats(tables, layer, dataset).rows
 
 
 def _check_silver(
@@ -454,7 +452,7 @@ def _check_quarantine(quarantine: list[ConsumerRecord], raw: dict[tuple[int, int
 @given(batch=batches())
 @example(batch=EXTREMES)
 async def test_fuzzed_raw_records_land_once_and_services_survive(
-    settings: Settings, lake: Lake, pipeline: Pipeline, batch: list[Payload]
+    settings: Settings, tables: Tables, pipeline: Pipeline, batch: list[Payload]
 ) -> None:
     dataset = pipeline.dataset
     await _send(settings, names.raw_topic(dataset), pipeline.materialise(batch))
@@ -463,13 +461,13 @@ async def test_fuzzed_raw_records_land_once_and_services_survive(
     assert Counter(raw.values()) == Counter(pipeline.sent), "the raw topic does not hold what was sent"
 
     async def bronze_landed() -> bool:
-        return await asyncio.to_thread(_lake_count, lake, "bronze", dataset) >= len(raw)
+        return await asyncio.to_thread(_lake_count, tables, "bronze", dataset) >= len(raw)
 
     async def refined() -> bool:
         return sum([len(await read_all(settings, names.topic(dataset, layer))) for layer in LAYERS]) >= len(raw)
 
     await _until(pipeline, bronze_landed, "bronze")
-    assert_exactly_once(await asyncio.to_thread(bronze_rows, Tables.from_settings(settings), dataset), raw)
+    assert_exactly_once(await asyncio.to_thread(bronze_rows, tables, dataset), raw)
     await _until(pipeline, refined, "silver + quarantine")
     silver, quarantine = [await read_all(settings, names.topic(dataset, layer)) for layer in LAYERS]
     landed = lineage(silver, quarantine)
@@ -479,7 +477,7 @@ async def test_fuzzed_raw_records_land_once_and_services_survive(
     _check_quarantine(quarantine, raw)
 
     async def on_lake() -> bool:
-        counts = [await asyncio.to_thread(_lake_count, lake, layer, dataset) for layer in LAYERS]
+        counts = [await asyncio.to_thread(_lake_count, tables, layer, dataset) for layer in LAYERS]
         return counts == [len(silver), len(quarantine)]
 
     await _until(pipeline, on_lake, "silver and quarantine on the lake")
