@@ -26,6 +26,8 @@ from pathlib import Path
 
 import faust
 import structlog
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+from faust.types import TP
 from prometheus_client import Counter
 
 from archlab.contract import Contract
@@ -54,6 +56,20 @@ NO_WINDOW_S = 60.0
 """Window kept for a rate whose objective is off (its counts are never read)."""
 
 
+class GapSafeConsumer(AIOKafkaConsumer):
+    """faust's aiokafka consumer, with the one fix its commits need on transactional topics.
+
+    Every transaction leaves a commit marker in each partition it wrote: an offset no record is
+    delivered for. faust 0.15 fills such a gap with the acked offsets it commits through, but the gap
+    it records ends *at* the next record's offset, which is then acked a second time; the duplicate
+    stops each commit there, so a partition's commit moved one transaction per commit interval and the
+    observer fell further behind the dq topics the longer it ran (faust-streaming/faust#606,
+    robinhood/faust#625). The gap is the offsets before that record."""
+
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        await super()._add_gap(tp, offset_from, offset_to - 1)
+
+
 def build_app(settings: ObserverSettings, contracts: dict[str, Contract], alerts: OpenAlerts,
               webhook: WebhookSender | None, probe: LagProbe, datadir: Path) -> faust.App:
     """The faust app, configured but not started (``await app.start()`` runs it in the current loop)."""
@@ -73,6 +89,7 @@ def build_app(settings: ObserverSettings, contracts: dict[str, Contract], alerts
         key_serializer="json",  # of the tables (the topics read and write raw bytes)
         value_serializer="json",
     )
+    app.transport.Consumer = GapSafeConsumer
     datasets = list(contracts)
     quality = app.Table("quality", partitions=settings.topic_partitions)
     health = app.Table("health", partitions=settings.topic_partitions)

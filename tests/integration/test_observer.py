@@ -25,7 +25,8 @@ import pytest
 from archlab.core import names
 from archlab.core.alerts import Alert, AlertState
 from archlab.core.settings import PROJECT_ROOT, Settings
-from archlab.kafka.clients import make_producer, read_all
+from archlab.kafka.clients import make_producer, read_all, topic_partitions
+from archlab.kafka.lag import wait_caught_up
 from archlab.lake.tables import Tables
 from tests.integration.conftest import ServiceProcess, eventually, wait_until
 
@@ -252,6 +253,33 @@ async def test_kill9_keeps_one_open_alert_and_one_webhook_call_per_change(
         await asyncio.to_thread(wait_until, lambda: webhook.states("freshness") == ["open", "resolved"], 10,
                                 lambda: f"the webhook got {webhook.received}")
     assert [a.alert_id for a in webhook_alerts(webhook)] == [next(iter(opened))] * 2
+
+
+async def test_the_observer_commits_transactional_dq_as_fast_as_it_is_written(
+    settings: Settings, fresh_dataset: str, tmp_path: Path, observer_env: dict[str, str],
+    start_service: Callable[..., ServiceProcess],
+) -> None:
+    """silver_refiner writes dq in transactions, so every batch leaves a commit marker in each partition:
+    an offset faust never sees a record for. 60 transactions must not take 60 commit intervals."""
+    write_contract(tmp_path, fresh_dataset, "  freshness: off\n  quarantine_rate: {max: 10%, over: 15s}\n"
+                                            "  late_rate: off\n  consumer_stall: off\n")
+    observer = start_service("observer", **observer_env)
+    await samples_taken(settings, fresh_dataset, 1, observer)
+    topic = names.dq_topic(fresh_dataset)
+    producer = make_producer(settings, transactional_id=f"{fresh_dataset}-dq-test")
+    await producer.start()
+    try:
+        for _ in range(60):
+            async with producer.transaction():
+                for tp in await topic_partitions(settings, topic):
+                    await producer.send(topic, dq_row(fresh_dataset, 100, 1), key=DQ_KEY, partition=tp.partition)
+    finally:
+        await producer.stop()
+    try:  # faust commits every 2.8 s: without the fix, one transaction per partition each time (~170 s)
+        await wait_caught_up(settings, observer_env["LAB_OBSERVER_GROUP"], [topic], timeout_s=45)
+    except TimeoutError:
+        raise AssertionError(f"the observer did not commit the dq topic\n{observer.log_tail()}") from None
+    assert observer.alive()
 
 
 def webhook_alerts(webhook: Webhook) -> list[Alert]:
