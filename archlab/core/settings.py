@@ -60,6 +60,16 @@ class LakeSettings(LabSettings):
     s3_region: str = Field("us-east-1", description="S3 region name")
     bucket: str = Field("lake", description="Bucket that holds every lake layer")
 
+    # Table properties: every table is created with them, and maintenance keeps them set.
+    checkpoint_every: int = Field(
+        10, ge=1, description="Write a Delta checkpoint after this many new versions (the table property "
+                              "delta.checkpointInterval): an exactly-once check replays at most this many commits")
+    vacuum_retention_h: int = Field(
+        168, ge=0, description="Hours a file removed from a table is kept before vacuum deletes it: the longest a "
+                               "reader may hold a snapshot (0 is unsafe under readers)")
+    history_retention_h: int = Field(
+        168, ge=1, description="Hours of table history (log entries, time travel) kept before cleanup")
+
     @property
     def storage_options(self) -> dict[str, object]:
         """Keyword arguments for ``s3fs.S3FileSystem``."""
@@ -104,14 +114,6 @@ class Settings(LakeSettings):
         300.0, ge=0, description="A partition not written for this long is closed: its files are compacted into few")
     compact_min_files: int = Field(
         32, ge=2, description="An open partition (or unpartitioned table) is compacted once it has this many files")
-    checkpoint_every: int = Field(
-        10, ge=1, description="Write a Delta checkpoint after this many new versions (the table property "
-                              "delta.checkpointInterval): an exactly-once check replays at most this many commits")
-    vacuum_retention_h: int = Field(
-        168, ge=0, description="Hours a file removed from a table is kept before vacuum deletes it: the longest a "
-                               "reader may hold a snapshot (0 is unsafe under readers)")
-    history_retention_h: int = Field(
-        168, ge=1, description="Hours of table history (log entries, time travel) kept before cleanup")
 
 
 class NotebookSettings(Settings):

@@ -41,7 +41,7 @@ from prometheus_client import Counter, Gauge
 
 from archlab.core.retry import backoff
 from archlab.core.settings import Settings
-from archlab.lake.tables import Tables
+from archlab.lake.tables import Tables, table_properties
 
 log = structlog.get_logger(__name__)
 
@@ -50,10 +50,6 @@ MAINTAINED = Counter("lab_table_maintenance_total", "Table maintenance operation
                      "interval set)",
                      ["table", "operation"])
 TABLE_FILES = Gauge("lab_table_files", "Data files in the table's latest version", ["table"])
-
-LOG_RETENTION = "delta.logRetentionDuration"
-FILE_RETENTION = "delta.deletedFileRetentionDuration"
-CHECKPOINT_INTERVAL = "delta.checkpointInterval"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +69,7 @@ class MaintenancePolicy:
                    history_retention_h=settings.history_retention_h)
 
     def table_properties(self) -> dict[str, str]:
-        return {LOG_RETENTION: _interval(self.history_retention_h), FILE_RETENTION: _interval(self.vacuum_retention_h),
-                CHECKPOINT_INTERVAL: str(self.checkpoint_every)}
+        return table_properties(self.checkpoint_every, self.vacuum_retention_h, self.history_retention_h)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +81,6 @@ class MaintenanceReport:
     compacted_partitions: int
     vacuumed_files: int
     checkpoint: bool
-
-
-def _interval(hours: int) -> str:
-    """A Delta duration, in days when whole (as ``lake.tables`` creates tables: no needless property change)."""
-    return f"interval {hours // 24} days" if hours and hours % 24 == 0 else f"interval {hours} hours"
 
 
 def due_partitions(actions: pa.Table, partition_columns: Sequence[str], policy: MaintenancePolicy,

@@ -20,7 +20,7 @@ other change with a message that names the field and says what to do.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -41,12 +41,19 @@ from archlab.lake.store import Lake
 
 log = structlog.get_logger(__name__)
 
-#: Table properties of every table: the log and removed files are kept this long, so that time
-#: travel reaches back that far and a reader's snapshot never loses a file under it.
-DEFAULT_RETENTION = "interval 7 days"
-#: ...and delta-rs writes a checkpoint after every so many commits: a reader, and every exactly-once check
-#: (``transaction_version`` replays the log since the last checkpoint), reads at most this many commit files.
-DEFAULT_CHECKPOINT_INTERVAL = "10"
+def table_properties(checkpoint_every: int, vacuum_retention_h: int, history_retention_h: int) -> dict[str, str]:
+    """The Delta table properties of every table: how long its log and removed files are kept (time travel
+    reaches back that far, and a reader's snapshot never loses a file under it), and after how many commits
+    delta-rs writes a checkpoint (a reader, and every exactly-once check, since ``transaction_version``
+    replays the log from the last checkpoint, reads at most that many commit files)."""
+    return {"delta.logRetentionDuration": _interval(history_retention_h),
+            "delta.deletedFileRetentionDuration": _interval(vacuum_retention_h),
+            "delta.checkpointInterval": str(checkpoint_every)}
+
+
+def _interval(hours: int) -> str:
+    """A Delta duration, in days when whole."""
+    return f"interval {hours // 24} days" if hours and hours % 24 == 0 else f"interval {hours} hours"
 
 
 class SchemaChangeError(UserError):
@@ -120,13 +127,18 @@ def schema_problems(table_schema: pa.Schema, wanted: pa.Schema, where: str) -> t
 class Tables:
     """The lake's Delta tables: open, create and evolve, append and merge exactly once, describe."""
 
-    def __init__(self, lake: Lake, storage_options: dict[str, str] | None) -> None:
+    def __init__(self, lake: Lake, storage_options: dict[str, str] | None,
+                 properties: Mapping[str, str] | None = None) -> None:
+        """``properties``: of each table created (:func:`table_properties`; None: delta-rs's defaults)."""
         self.lake = lake
         self.storage_options = storage_options
+        self.properties = dict(properties or {})
 
     @classmethod
     def from_settings(cls, settings: LakeSettings) -> Tables:
-        return cls(Lake.from_settings(settings), delta_storage_options(settings))
+        return cls(Lake.from_settings(settings), delta_storage_options(settings),
+                   table_properties(settings.checkpoint_every, settings.vacuum_retention_h,
+                                    settings.history_retention_h))
 
     def uri(self, path: str) -> str:
         return self.lake.url(path)
@@ -150,9 +162,7 @@ class Tables:
             try:
                 DeltaTable.create(self.uri(path), schema=schema, partition_by=list(partition_by) or None,
                                   mode="ignore", storage_options=self.storage_options,
-                                  configuration={"delta.logRetentionDuration": DEFAULT_RETENTION,
-                                                 "delta.deletedFileRetentionDuration": DEFAULT_RETENTION,
-                                                 "delta.checkpointInterval": DEFAULT_CHECKPOINT_INTERVAL})
+                                  configuration=self.properties or None)
             except CommitFailedError:  # another instance created it meanwhile
                 pass
             table = self.open(path)

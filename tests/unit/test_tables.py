@@ -8,7 +8,8 @@ import pyarrow as pa
 import pytest
 
 from archlab.lake.store import Lake
-from archlab.lake.tables import Landed, SchemaChangeError, Tables, TableTarget
+from archlab.core.settings import LakeSettings
+from archlab.lake.tables import Landed, SchemaChangeError, Tables, TableTarget, table_properties
 
 SCHEMA = pa.schema([pa.field("key", pa.string(), nullable=False), pa.field("dim", pa.string()),
                     pa.field("revision", pa.int64(), nullable=False), pa.field("value", pa.int64())])
@@ -31,6 +32,18 @@ def test_append_carries_the_transaction_and_a_repeat_lands_nothing(tables: Table
     tables.append(table, batch, [Landed("g:t.raw:0", 41)])  # e.g. retried after a lost answer
     assert tables.landed_version(table, "g:t.raw:0") == 41
     assert tables.read("silver/t").num_rows == 2
+
+
+def test_a_table_is_created_with_the_configured_properties(tmp_path: Path) -> None:
+    """LAB_CHECKPOINT_EVERY and the retentions hold from a table's first commit, not from the first
+    maintenance pass."""
+    settings = LakeSettings(s3_access_key="k", s3_secret_key="s", checkpoint_every=7, vacuum_retention_h=36,
+                            history_retention_h=48)
+    properties = table_properties(settings.checkpoint_every, settings.vacuum_retention_h, settings.history_retention_h)
+    table = Tables(Lake.local(tmp_path), None, properties).ensure("silver/t", SCHEMA)
+    assert table.metadata().configuration == {"delta.checkpointInterval": "7",
+                                              "delta.deletedFileRetentionDuration": "interval 36 hours",
+                                              "delta.logRetentionDuration": "interval 2 days"}
 
 
 def test_merge_keeps_one_current_row_per_key_null_dimensions_included(tables: Tables) -> None:
