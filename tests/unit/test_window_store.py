@@ -13,6 +13,7 @@ import pyarrow as pa
 from archlab.contract import load_contract
 from archlab.core.settings import PROJECT_ROOT
 from archlab.pipeline.gold.window_store import (
+    MEMTABLE_BYTES,
     TailReplay,
     WindowStore,
     apply_delta,
@@ -124,3 +125,16 @@ def test_rows_encoded_before_the_next_batch_checkpoint_the_state_they_were_encod
     restored = PartitionWindows(CONTRACT, silver_partitions=1)
     assert WindowStore(tmp_path).load("orders", 0, restored) == 7
     assert snapshot(restored) == committed
+
+
+def test_a_store_keeps_a_few_mib_in_memory_whatever_it_wrote(tmp_path: Path) -> None:
+    """A store holds at most two memtables of MEMTABLE_BYTES (one filling, one being written to a file)
+    however much it was given: three memtables' worth of checkpoints here, windows rewritten over and over
+    as a quiet stream does. With RocksDB's default (64 MiB) all of it would still be in memory."""
+    store = WindowStore(tmp_path)
+    value = b"x" * 1000
+    for checkpoint in range(3 * MEMTABLE_BYTES // (100 * len(value))):
+        store.write("orders", 0, [(f"window-{i}".encode(), value) for i in range(100)], checkpoint)
+    in_memory = store._db("orders", 0).property_int_value("rocksdb.cur-size-all-mem-tables")
+    store.close("orders", 0)
+    assert in_memory <= 2.5 * MEMTABLE_BYTES, f"{in_memory / 2**20:.1f} MiB in memtables"
