@@ -7,8 +7,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from archlab.lake.store import Lake
 from archlab.core.settings import LakeSettings
+from archlab.lake.store import Lake
 from archlab.lake.tables import Landed, SchemaChangeError, Tables, TableTarget, table_properties
 
 SCHEMA = pa.schema([pa.field("key", pa.string(), nullable=False), pa.field("dim", pa.string()),
