@@ -38,7 +38,7 @@ log = structlog.get_logger(__name__)
 REFINED = Counter("lab_refined_records_total", "Raw records refined, by outcome", ["dataset", "outcome"])
 RULE_OUTCOMES = Counter("lab_dq_rule_total", "Quality checks per rule, by outcome", ["dataset", "rule", "outcome"])
 BATCH_SECONDS = Histogram("lab_silver_emit_seconds", "De-duplicating and queueing one refined batch", ["dataset"])
-DEDUP_KEYS = Gauge("lab_dedup_keys", "De-duplication keys held in memory")
+DEDUP_KEYS = Gauge("lab_dedup_keys", "De-duplication keys held (in local RocksDB stores)")
 
 def raw_table(records: Sequence[ConsumerRecord]) -> pa.Table:
     """The raw records of a batch (any partitions of one topic) as the refiner's input table."""
