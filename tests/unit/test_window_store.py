@@ -13,7 +13,6 @@ import pyarrow as pa
 from archlab.contract import load_contract
 from archlab.core.settings import PROJECT_ROOT
 from archlab.pipeline.gold.window_store import (
-    MEMTABLE_BYTES,
     TailReplay,
     WindowStore,
     apply_delta,
@@ -22,6 +21,7 @@ from archlab.pipeline.gold.window_store import (
     window_key_bytes,
 )
 from archlab.pipeline.gold.windows import PartitionWindows
+from archlab.pipeline.rocks import MEMTABLE_BYTES
 from tests.unit.test_windows import silver_rows
 
 CONTRACT = load_contract(PROJECT_ROOT / "contracts" / "orders.yaml")

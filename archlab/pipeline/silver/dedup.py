@@ -16,17 +16,17 @@ from pathlib import Path
 
 import numpy as np
 from aiokafka import TopicPartition
-from rocksdict import BlockBasedOptions, Options, Rdict, WriteBatch
+from rocksdict import Rdict, WriteBatch
 
 from archlab.core import names
 from archlab.core.settings import Settings
 from archlab.kafka.clients import read_to_end
+from archlab.pipeline.rocks import open_store
 
 _EVENT_MS = struct.Struct(">q")
 
 
 EVICT_EVERY = 50_000  # new keys between two sweeps of expired ones
-MEMTABLE_BYTES = 4 * 1024 * 1024  # what a partition's store buffers in memory before it writes a file
 _SEEN, _BY_TIME = b"k", b"t"  # key prefixes: dedup key -> event time, and (event time, dedup key) -> nothing
 _SORTABLE_MS = struct.Struct(">Q")  # event time + 2**63: byte order is time order, negative times included
 
@@ -41,13 +41,8 @@ class _PartitionKeys:
     expired ones reads only them."""
 
     def __init__(self, path: Path) -> None:
-        options = Options(raw_mode=True)
-        options.set_write_buffer_size(MEMTABLE_BYTES)
-        tables = BlockBasedOptions()
-        tables.set_bloom_filter(10, False)  # most keys looked up are new: a miss then reads no file
-        options.set_block_based_table_factory(tables)
         self.path = path
-        self.db = Rdict(str(path), options=options)
+        self.db = open_store(path, bloom_filter=True)  # most keys looked up are new
         self.watermark_ms = 0  # highest event time seen in the partition
         self.added = 0  # keys added since the last sweep
         self.size = 0
