@@ -23,5 +23,7 @@ def open_store(path: Path, *, bloom_filter: bool = False) -> Rdict:
     tables.set_block_cache(_BLOCK_CACHE)
     if bloom_filter:
         tables.set_bloom_filter(10, False)
+        options.set_memtable_prefix_bloom_ratio(0.1)  # and one in memory for the keys not yet in files
+        options.set_memtable_whole_key_filtering(True)
     options.set_block_based_table_factory(tables)
     return Rdict(str(path), options=options)

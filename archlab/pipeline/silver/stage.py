@@ -123,7 +123,8 @@ class SilverRefiner(TransactionalProcessor):
     async def restore(self, assigned: list[TopicPartition]) -> None:
         for tp in assigned:
             entries = await read_changelog(self.settings, names.dataset_of(tp.topic), tp.partition)
-            self.dedup_for(tp.topic).restore(tp, entries)
+            # Writing a day of keys to the partition's store takes a while: not on the loop that heartbeats.
+            await asyncio.to_thread(self.dedup_for(tp.topic).restore, tp, entries)
 
     def committed(self) -> None:
         DEDUP_KEYS.set(sum(state.size() for state in self.dedup.values()))
