@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
 import tracemalloc
+from pathlib import Path
 
 from aiokafka import TopicPartition
 
@@ -52,3 +57,15 @@ def test_keys_are_kept_off_the_python_heap() -> None:
     assert state.size() == 200_000
     assert not any(True in state.first_seen(TP.topic, [n % 4] * 10, keys[:10], [n] * 10) for n, keys in enumerate(batches))
     assert grown < 2 * 2**20, f"the Python heap grew by {grown / 2**20:.1f} MiB"
+
+
+def test_stores_left_by_a_killed_process_are_removed_by_the_next(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    killed = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                            check=True).stdout.strip()  # a process id no longer in use
+    left = tmp_path / f"archlab-silver-keys-{killed}-abc"
+    (left / "x.raw-0").mkdir(parents=True)
+    state = DedupState(horizon_ms=HOUR)
+    assert state.first_seen(TP.topic, [0], [b"a"], [1]) == [True]
+    assert not left.exists()
+    assert [p.name.split("-")[3] for p in tmp_path.iterdir()] == [str(os.getpid())]

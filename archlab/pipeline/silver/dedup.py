@@ -9,12 +9,15 @@ promise that (see faust-streaming issues #177, #517, #323 on its exactly-once mo
 
 from __future__ import annotations
 
+import os
+import shutil
 import struct
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+import psutil
 from aiokafka import TopicPartition
 from rocksdict import Rdict, WriteBatch
 
@@ -29,6 +32,17 @@ _EVENT_MS = struct.Struct(">q")
 EVICT_EVERY = 50_000  # new keys between two sweeps of expired ones
 _SEEN, _BY_TIME = b"k", b"t"  # key prefixes: dedup key -> event time, and (event time, dedup key) -> nothing
 _SORTABLE_MS = struct.Struct(">Q")  # event time + 2**63: byte order is time order, negative times included
+
+
+_SCRATCH_PREFIX = "archlab-silver-keys-"
+
+
+def _remove_stores_of_dead_processes() -> None:
+    """A process killed (-9) leaves its temporary stores behind: whoever starts next removes them."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{_SCRATCH_PREFIX}*-*"):
+        pid = folder.name.removeprefix(_SCRATCH_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _time_prefix(ms: int) -> bytes:
@@ -82,7 +96,9 @@ class DedupState:
 
     def __init__(self, horizon_ms: int, folder: Path | None = None) -> None:
         self.horizon_ms = horizon_ms
-        self._scratch = None if folder else tempfile.TemporaryDirectory(prefix="archlab-silver-keys-")
+        if folder is None:
+            _remove_stores_of_dead_processes()
+        self._scratch = None if folder else tempfile.TemporaryDirectory(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-")
         self._folder = folder or Path(self._scratch.name)  # type: ignore[union-attr]
         self._partitions: dict[TopicPartition, _PartitionKeys] = {}
 
