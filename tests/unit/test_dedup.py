@@ -69,3 +69,11 @@ def test_stores_left_by_a_killed_process_are_removed_by_the_next(tmp_path: Path,
     assert state.first_seen(TP.topic, [0], [b"a"], [1]) == [True]
     assert not left.exists()
     assert [p.name.split("-")[3] for p in tmp_path.iterdir()] == [str(os.getpid())]
+
+
+def test_a_restore_larger_than_one_write_keeps_every_key(monkeypatch) -> None:
+    monkeypatch.setattr(dedup, "RESTORE_CHUNK", 7)
+    state = DedupState(horizon_ms=HOUR)
+    state.restore(TP, {f"k{i}".encode(): 5 * HOUR + i for i in range(50)})
+    assert state.size() == 50
+    assert state.first_seen(TP.topic, [0] * 51, [f"k{i}".encode() for i in range(51)], [6 * HOUR] * 51) == [False] * 50 + [True]

@@ -14,6 +14,7 @@ import shutil
 import struct
 import tempfile
 from collections.abc import Iterable, Sequence
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +33,8 @@ _EVENT_MS = struct.Struct(">q")
 EVICT_EVERY = 50_000  # new keys between two sweeps of expired ones
 _SEEN, _BY_TIME = b"k", b"t"  # key prefixes: dedup key -> event time, and (event time, dedup key) -> nothing
 _SORTABLE_MS = struct.Struct(">Q")  # event time + 2**63: byte order is time order, negative times included
-
-
 _SCRATCH_PREFIX = "archlab-silver-keys-"
+RESTORE_CHUNK = 100_000  # keys per write while a store is filled from the changelog
 
 
 def _remove_stores_of_dead_processes() -> None:
@@ -139,7 +139,9 @@ class DedupState:
     def restore(self, tp: TopicPartition, entries: dict[bytes, int]) -> None:
         self.drop(tp)
         state = self._keys(tp)
-        state.add(entries.items())
+        items = iter(entries.items())
+        while chunk := list(islice(items, RESTORE_CHUNK)):
+            state.add(chunk)
         state.sweep(self.horizon_ms)
 
     def drop(self, tp: TopicPartition) -> None:
