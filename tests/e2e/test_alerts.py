@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -145,11 +146,13 @@ def launch_ui(env: dict[str, str], api: str, port: int, name: str) -> ManagedPro
                   env={**env, "LAB_API_URL": api, **ui_service.env(http_port=port)})
 
 
-def until(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
-    """Wait until ``check()`` returns something truthy (and return it), asking anew each time."""
+def until(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.5,
+          explain: Callable[[], str] = lambda: "") -> Any:
+    """Wait until ``check()`` returns something truthy (and return it), asking anew each time; on timeout
+    the failure says ``explain()`` too."""
     deadline = time.monotonic() + timeout
     while (found := check()) is None or found is False:
-        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}\n{explain()}"
         time.sleep(interval)
     return found
 
@@ -173,11 +176,27 @@ def screenshot(page: Page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / name))
 
 
+def raw_end(system: System) -> int:
+    """The end offset of the dataset's raw topic, as the API's pipeline sample has it."""
+    pipeline = httpx.get(f"{system.api}/v1/pipeline", timeout=10).json()
+    return sum(t["end_offset"] for t in pipeline["topics"] if t["dataset"] == system.dataset and t["layer"] == "raw")
+
+
 def raw_events_served(system: System) -> bool:
     """The producer's events have gone through the pipeline to the API (a pipeline sample with a raw rate)."""
-    pipeline = httpx.get(f"{system.api}/v1/pipeline", timeout=10).json()
-    return any(t["dataset"] == system.dataset and t["layer"] == "raw" and t["end_offset"] > 0
-               for t in pipeline["topics"])
+    return raw_end(system) > 0
+
+
+def why_not_resolved(system: System, raw_end_at_restart: int) -> str:
+    """Which hop stopped (for a failure that did not come back when run again): did the restarted producer
+    send, what the API knows of the dataset's alerts, and what the producer and observer logged last."""
+    report = "\n".join([
+        f"raw end offset at the restart {raw_end_at_restart}, now {raw_end(system)}",
+        f"alerts on the API: {alerts_of(system)}",
+        "producer log:", system.services["producer"].log_tail(15),
+        "observer log:", system.services["observer"].log_tail(30),
+    ])
+    return re.sub(r"\x1b\[[0-9;]*m", "", report)  # the logs' colours
 
 
 def test_a_stopped_producer_opens_a_freshness_alert_everywhere_and_a_restart_resolves_it(
@@ -203,11 +222,12 @@ def test_a_stopped_producer_opens_a_freshness_alert_everywhere_and_a_restart_res
         until('the webhook\'s "open" POST', lambda: webhook.states(alert["alert_id"]) == ["open"], 30)
         assert alert["value"] > alert["threshold"] == FRESHNESS.total_seconds() and alert["unit"] == "s"
 
+        raw_end_at_restart = raw_end(system)
         system.start("producer")
         restarted = time.monotonic()
         resolved = until("the alert resolved on the API", lambda: next(
             (a for a in alerts_of(system, state="resolved") if a["alert_id"] == alert["alert_id"]), None),
-            RESOLVES_WITHIN_S)
+            RESOLVES_WITHIN_S, explain=lambda: why_not_resolved(system, raw_end_at_restart))
         resolved_s = time.monotonic() - restarted
         assert open_freshness(system) is None
         until("the banner gone", lambda: not banner_names(page, system.dataset), 15)
