@@ -38,7 +38,7 @@ def check_sql(contract: Contract, contracts_dir: Path) -> list[str]:
     for spec in contract.enrichment:
         members = ", ".join(f"{quote(col)} {sql_type(t)}" for col, t in spec.columns.items())
         columns.append(f"{quote(spec.name)} STRUCT({members})")
-    con.execute(f"CREATE TABLE event ({', '.join(columns)})")
+    con.execute(f"CREATE TEMP TABLE event ({', '.join(columns)})")
     for derived in contract.derived:
         expression = f"CAST(({derived.sql}) AS {sql_type(derived.type)})"
         problem = _bind(con, derived.sql, f"SELECT * FROM event WHERE {expression} IS NULL")
@@ -70,7 +70,7 @@ def _check_conditions(contract: Contract, con: duckdb.DuckDBPyConnection) -> lis
     """Each ``count_if`` condition must be a boolean expression over silver columns."""
     problems = []
     columns = ", ".join(f"{quote(name)} {sql_type(t)}" for name, t in contract.silver_types())
-    con.execute(f"CREATE TABLE silver ({columns})")
+    con.execute(f"CREATE TEMP TABLE silver ({columns})")
     for aggregate in contract.aggregates:
         for measure in aggregate.measures:
             if measure.condition is None:
