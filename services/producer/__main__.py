@@ -7,9 +7,10 @@ dataset gets the generic one drawn from its contract."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 
 import structlog
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from archlab.core.service import run_service
 from archlab.core.settings import Settings
@@ -21,16 +22,26 @@ log = structlog.get_logger("producer")
 
 class ProducerSettings(Settings):
     producer_rate: float = Field(200.0, ge=0, description="Events per second per dataset (0 = as fast as possible)")
-    producer_seed: int = Field(42, description="Seed of the synthetic stream (same seed, same events)")
+    producer_seed: int | None = Field(
+        None, ge=0, description="Seed of the synthetic stream: the same seed replays the same events. Unset, each "
+                                "start draws one (and logs it), so a restarted producer sends new events rather "
+                                "than the ones the pipeline already de-duplicated")
     producer_count: int = Field(0, ge=0, description="Events per dataset before stopping (0 = until stopped)")
+
+    @field_validator("producer_seed", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value  # compose passes LAB_PRODUCER_SEED through, empty when unset
 
 
 async def main(settings: ProducerSettings, stop: asyncio.Event) -> None:
+    seed = settings.producer_seed if settings.producer_seed is not None else secrets.randbelow(2**31)
+    log.info("stream seed", seed=seed, replay_with=f"LAB_PRODUCER_SEED={seed}")
     summaries = await asyncio.gather(
         *(
             produce_synthetic(
                 settings, dataset, count=settings.producer_count, rate=settings.producer_rate,
-                seed=settings.producer_seed + index, stop=stop,
+                seed=seed + index, stop=stop,
             )
             for index, dataset in enumerate(settings.datasets)
         )
