@@ -128,26 +128,33 @@ async def against_consume_only(events: int, label: str, target: float, component
 
 @dataclass
 class Watched:
-    """A process whose RSS (with its children) and CPU time are sampled."""
+    """A process whose RSS (with its children) and CPU time are sampled; with ``private``, its USS too:
+    the memory that is its own, without the shared libraries' pages RSS counts in every process."""
 
     name: str
     proc: psutil.Process
     children: bool = True
     peak_rss: int = 0
     rss: int = 0  # at the last sample
+    peak_uss: int = 0
     cpu_s: float = 0.0
 
-    def sample(self) -> None:
+    def sample(self, private: bool = False) -> None:
         with suppress(psutil.Error):
             family = [self.proc, *(self.proc.children(recursive=True) if self.children else [])]
-            rss = cpu = 0
+            rss = uss = cpu = 0
             for p in family:
                 with suppress(psutil.Error):
-                    rss += p.memory_info().rss
+                    if private:  # reads /proc/<pid>/smaps_rollup: dearer than RSS, so only when asked
+                        memory = p.memory_full_info()
+                        rss, uss = rss + memory.rss, uss + memory.uss
+                    else:
+                        rss += p.memory_info().rss
                     times = p.cpu_times()
                     cpu += times.user + times.system
             self.rss = rss
             self.peak_rss = max(self.peak_rss, rss)
+            self.peak_uss = max(self.peak_uss, uss)
             self.cpu_s = max(self.cpu_s, cpu)  # a child that exited takes its CPU time with it
 
 
@@ -161,9 +168,9 @@ class Processes:
         self.watched[name] = Watched(name, psutil.Process(pid))
         return self.watched[name]
 
-    def sample(self) -> None:
+    def sample(self, private: bool = False) -> None:
         for w in self.watched.values():
-            w.sample()
+            w.sample(private)
 
     def cpu(self) -> dict[str, float]:
         self.sample()

@@ -107,7 +107,7 @@ async def measure_steady(seconds: float, warmup_s: float) -> dict[str, object]:
                 deadline = started + seconds
                 while (left := deadline - time.perf_counter()) > 0:
                     await asyncio.sleep(min(1.0, left))
-                    procs.sample()
+                    procs.sample(private=True)
                     _check_alive(running)
                 cpu_after, machine_after, elapsed = procs.cpu(), psutil.cpu_times(), time.perf_counter() - started
                 raw_rate = (await _raw_records(probe) - raw_before) / elapsed
@@ -132,6 +132,7 @@ async def measure_steady(seconds: float, warmup_s: float) -> dict[str, object]:
         "steady_cores[other processes on the machine]": round(max(0.0, machine_busy - total), 3),
         **{f"steady_peak_rss_mb[{name}]": round(w.peak_rss / 2**20) for name, w in procs.watched.items()},
         **{f"steady_last_rss_mb[{name}]": round(w.rss / 2**20) for name, w in procs.watched.items()},
+        **{f"steady_peak_uss_mb[{name}]": round(w.peak_uss / 2**20) for name, w in procs.watched.items()},
         **{f"lag_at_end[{group}]": lag for group, lag in lags.items()},
     }
 

@@ -59,6 +59,8 @@ STEADY_TARGETS: tuple[Target, ...] = (
     *(Target(f"steady CPU (cores): {name}", f"steady_cores[{name}]") for name in STEADY_PROCESSES),
     *(Target(f"steady peak RSS MB: {name}", f"steady_peak_rss_mb[{name}]", le, 200, " MB")
       for name in PIPELINE_SERVICES),
+    *(Target(f"steady peak private MB (USS, without shared library pages): {name}", f"steady_peak_uss_mb[{name}]",
+             unit=" MB") for name in PIPELINE_SERVICES),
 )
 API_TARGETS: tuple[Target, ...] = (Target("API aggregates p99 at 32 clients", "p99_ms", le, 50.0, " ms"),)
 ENDPOINT_P99_MS = 1_000.0  # every other endpoint, whatever the lake holds
