@@ -29,7 +29,6 @@ def gold_tables(contract: Contract, silver: pa.Table) -> dict[str, pa.Table]:
     windows = PartitionWindows(contract, silver_partitions=1)  # never reported: no watermark, nothing late
     inputs = silver.select(contract.gold_inputs.names)
     con = sql.connect()
-    con.execute("SET TimeZone = 'UTC'")
     for offset in range(0, inputs.num_rows, CHUNK_ROWS):
         batch = inputs.slice(offset, CHUNK_ROWS)
         batch = batch.append_column("_watermark", pa.nulls(batch.num_rows, pa.int64()))

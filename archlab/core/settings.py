@@ -46,9 +46,11 @@ CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
 
 
 class LabSettings(BaseSettings):
-    """Base of every settings model: ``LAB_<FIELD>`` names, unknown variables ignored, frozen."""
+    """Base of every settings model: ``LAB_<FIELD>`` names, unknown variables ignored, frozen. An empty
+    variable counts as unset (compose passes ``${LAB_X:-}`` through, and ``.env.example`` lists optional
+    ones empty), so the field keeps its default."""
 
-    model_config = SettingsConfigDict(env_prefix="LAB_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="LAB_", extra="ignore", frozen=True, env_ignore_empty=True)
 
 
 class LakeSettings(LabSettings):

@@ -10,7 +10,7 @@ import asyncio
 import secrets
 
 import structlog
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from archlab.core.service import run_service
 from archlab.core.settings import Settings
@@ -27,11 +27,6 @@ class ProducerSettings(Settings):
                                 "start draws one (and logs it), so a restarted producer sends new events rather "
                                 "than the ones the pipeline already de-duplicated")
     producer_count: int = Field(0, ge=0, description="Events per dataset before stopping (0 = until stopped)")
-
-    @field_validator("producer_seed", mode="before")
-    @classmethod
-    def _empty_is_unset(cls, value: object) -> object:
-        return None if value == "" else value  # compose passes LAB_PRODUCER_SEED through, empty when unset
 
 
 async def main(settings: ProducerSettings, stop: asyncio.Event) -> None:

@@ -202,7 +202,6 @@ class Aggregator(TransactionalProcessor):
         self._unsaved: list[_Prepared] = []  # emitted in the open transaction, saved once it commits
         self.silver_partitions: dict[str, int] = {}
         self.con = sql.connect()
-        self.con.execute("SET TimeZone = 'UTC'")
 
     async def run(self, stop: asyncio.Event) -> None:
         for name in self.contracts:
