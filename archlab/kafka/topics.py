@@ -46,6 +46,12 @@ def new_topic(name: str, partitions: int, kind: TopicKind | None = None) -> NewT
                     topic_configs=TOPIC_CONFIGS.get(kind, {}) if kind else {})
 
 
+def changelog_topic(name: str, partitions: int) -> NewTopic:
+    """A state table's changelog (the observer's faust tables): the latest entry per key, one replica."""
+    return NewTopic(name=name, num_partitions=partitions, replication_factor=1,
+                    topic_configs={"cleanup.policy": "compact"})
+
+
 def dataset_topics(settings: Settings, datasets: Iterable[str] | None = None) -> list[NewTopic]:
     """The topics the pipeline needs, with their partitions and configs."""
     return [

@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import faust
 import structlog
+from aiokafka.admin import NewTopic
 
 from archlab.contract import Contract
 from archlab.core.alerts import Alert
 from archlab.core.settings import ObserverSettings
 from archlab.kafka.clients import make_producer
 from archlab.kafka.lag import LagProbe
+from archlab.kafka.topics import changelog_topic, create_topics
 from archlab.observe.alerts import OpenAlerts, latest_alerts
 from archlab.observe.app import build_app
 from archlab.observe.webhook import WebhookSender
@@ -52,6 +55,7 @@ async def observe(settings: ObserverSettings, contracts: dict[str, Contract], st
         alerts = OpenAlerts(send, latest)
         log.info("alerts read back", open=len(alerts.open_alerts()), known=len(latest))
         app = build_app(settings, contracts, alerts, webhook, probe, settings.observer_state_dir / "faust")
+        await create_topics(settings, table_changelogs(app))
         resources.push_async_callback(app.stop)
         resources.callback(stop.set)  # first of the callbacks: the webhook's task ends with it
         await app.start()
@@ -60,3 +64,12 @@ async def observe(settings: ObserverSettings, contracts: dict[str, Contract], st
         if stopped.done() and not stop.is_set():
             raise ObserverFailed("the faust app stopped by itself; see its log above")
         stopped.cancel()
+
+
+def table_changelogs(app: faust.App) -> list[NewTopic]:
+    """The changelog topic of each of the app's tables. They are made here, visible in the metadata before
+    faust starts: faust declares them itself at start, and on a fresh broker its clients could keep the
+    metadata of a topic not ready yet (0 partitions); the first write to that table then crashed the agent
+    with PartitionsMismatch, again at every restart of it, and no alert resolved."""
+    return [changelog_topic(table.changelog_topic.get_topic_name(), table.partitions or app.conf.topic_partitions)
+            for table in app.tables.values()]

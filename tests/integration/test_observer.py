@@ -22,12 +22,17 @@ from pathlib import Path
 import orjson
 import pytest
 
+from archlab.contract import load_contract
 from archlab.core import names
 from archlab.core.alerts import Alert, AlertState
-from archlab.core.settings import PROJECT_ROOT, Settings
+from archlab.core.settings import PROJECT_ROOT, ObserverSettings, Settings
 from archlab.kafka.clients import make_producer, read_all, topic_partitions
 from archlab.kafka.lag import wait_caught_up
+from archlab.kafka.topics import create_topics
 from archlab.lake.tables import Tables
+from archlab.observe.alerts import OpenAlerts
+from archlab.observe.app import build_app
+from archlab.observe.run import table_changelogs
 from tests.integration.conftest import ServiceProcess, eventually, wait_until
 
 FRESHNESS_S = 10
@@ -315,3 +320,21 @@ async def test_bad_dq_records_are_skipped_and_counted(
         feed.on.set()
         await wait_for_alerts(settings, fresh_dataset, "quarantine_rate", AlertState.OPEN, 1, 30, observer)
     assert observer.alive()
+
+
+async def test_the_observer_tables_changelogs_exist_with_their_partitions_before_faust_starts(
+        settings: Settings, fresh_dataset: str, tmp_path: Path) -> None:
+    """On a fresh broker faust's clients could see a changelog it had just declared with 0 partitions, and
+    the health agent crashed at its first write to that table (PartitionsMismatch), so no alert resolved:
+    run.py creates them, visible, first. Here: the real observer app's changelogs, created that way."""
+    observer_settings = ObserverSettings(**settings.model_dump(), observer_group=names.group("observer", fresh_dataset))
+    contract = load_contract(PROJECT_ROOT / "contracts" / "orders.yaml").model_copy(update={"dataset": fresh_dataset})
+    app = build_app(observer_settings, {fresh_dataset: contract}, OpenAlerts(None, {}),  # type: ignore[arg-type]
+                    None, None, tmp_path)  # type: ignore[arg-type]  # never started: no alert, no sample
+    wanted = table_changelogs(app)
+    assert sorted(t.name for t in wanted) == sorted(f"{app.conf.id}-{table}-changelog"
+                                                    for table in ("quality", "health", "pending"))
+    await create_topics(settings, wanted)
+    for topic in wanted:
+        assert len(await topic_partitions(settings, topic.name)) == settings.topic_partitions
+        assert topic.topic_configs == {"cleanup.policy": "compact"}
