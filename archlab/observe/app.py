@@ -86,6 +86,11 @@ def build_app(settings: ObserverSettings, contracts: dict[str, Contract], alerts
         consumer_auto_offset_reset="earliest",
         consumer_group_instance_id=f"observer-{settings.instance_id}",  # a restarted instance takes its place at once
         broker_session_timeout=30.0,
+        # An agent that raises stops the app (run.py then fails the process, and its supervisor starts it
+        # again from the committed offsets, with fresh metadata). faust's default restarts the agent alone,
+        # in a loop nobody sees while the process looks healthy: a table write that always failed kept the
+        # health agent crashing, and no alert resolved.
+        agent_supervisor="mode.CrashingSupervisor",
         key_serializer="json",  # of the tables (the topics read and write raw bytes)
         value_serializer="json",
     )

@@ -19,8 +19,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import faust
 import orjson
 import pytest
+from aiokafka.admin import NewTopic
 
 from archlab.contract import load_contract
 from archlab.core import names
@@ -28,7 +30,7 @@ from archlab.core.alerts import Alert, AlertState
 from archlab.core.settings import PROJECT_ROOT, ObserverSettings, Settings
 from archlab.kafka.clients import make_producer, read_all, topic_partitions
 from archlab.kafka.lag import wait_caught_up
-from archlab.kafka.topics import create_topics
+from archlab.kafka.topics import changelog_topic, create_topics
 from archlab.lake.tables import Tables
 from archlab.observe.alerts import OpenAlerts
 from archlab.observe.app import build_app
@@ -322,15 +324,25 @@ async def test_bad_dq_records_are_skipped_and_counted(
     assert observer.alive()
 
 
+def unstarted_app(settings: Settings, dataset: str, folder: Path) -> faust.App:
+    """The real observer app for the dataset (orders' contract), not started; it writes no alert."""
+    observer_settings = ObserverSettings(**settings.model_dump(), observer_group=names.group("observer", dataset))
+    contract = load_contract(PROJECT_ROOT / "contracts" / "orders.yaml").model_copy(update={"dataset": dataset})
+    return build_app(observer_settings, {dataset: contract}, OpenAlerts(None, {}),  # type: ignore[arg-type]
+                     None, None, folder)  # type: ignore[arg-type]
+
+
+def changelog_of(app: faust.App, table: str) -> NewTopic:
+    [topic] = [t for t in table_changelogs(app) if t.name == f"{app.conf.id}-{table}-changelog"]
+    return topic
+
+
 async def test_the_observer_tables_changelogs_exist_with_their_partitions_before_faust_starts(
         settings: Settings, fresh_dataset: str, tmp_path: Path) -> None:
     """On a fresh broker faust's clients could see a changelog it had just declared with 0 partitions, and
     the health agent crashed at its first write to that table (PartitionsMismatch), so no alert resolved:
     run.py creates them, visible, first. Here: the real observer app's changelogs, created that way."""
-    observer_settings = ObserverSettings(**settings.model_dump(), observer_group=names.group("observer", fresh_dataset))
-    contract = load_contract(PROJECT_ROOT / "contracts" / "orders.yaml").model_copy(update={"dataset": fresh_dataset})
-    app = build_app(observer_settings, {fresh_dataset: contract}, OpenAlerts(None, {}),  # type: ignore[arg-type]
-                    None, None, tmp_path)  # type: ignore[arg-type]  # never started: no alert, no sample
+    app = unstarted_app(settings, fresh_dataset, tmp_path)
     wanted = table_changelogs(app)
     assert sorted(t.name for t in wanted) == sorted(f"{app.conf.id}-{table}-changelog"
                                                     for table in ("quality", "health", "pending"))
@@ -338,3 +350,31 @@ async def test_the_observer_tables_changelogs_exist_with_their_partitions_before
     for topic in wanted:
         assert len(await topic_partitions(settings, topic.name)) == settings.topic_partitions
         assert topic.topic_configs == {"cleanup.policy": "compact"}
+
+
+async def test_a_state_topic_with_other_partitions_stops_the_observer_saying_what_to_do(
+        settings: Settings, fresh_dataset: str, tmp_path: Path, observer_env: dict[str, str],
+        start_service: Callable[..., ServiceProcess]) -> None:
+    """A changelog left by an observer run with another LAB_TOPIC_PARTITIONS: exit 1 and one line naming the
+    topic and the way out, before faust starts (where the table's first write would fail)."""
+    write_contract(tmp_path, fresh_dataset, "  freshness: 10s\n")
+    left = changelog_of(unstarted_app(settings, fresh_dataset, tmp_path / "app"), "pending")
+    await create_topics(settings, [changelog_topic(left.name, settings.topic_partitions + 1)])
+    observer = start_service("observer", **observer_env)
+    assert await asyncio.to_thread(observer.wait, 90) == 1, observer.log_tail()  # a UserError (run_service)
+    last = observer.log_tail(1)
+    assert last.startswith("observer error: ") and left.name in last
+    assert f"LAB_TOPIC_PARTITIONS={settings.topic_partitions + 1}" in last
+
+
+async def test_an_agent_that_raises_stops_the_observer_instead_of_crashing_unseen(
+        settings: Settings, fresh_dataset: str, tmp_path: Path, observer_env: dict[str, str],
+        start_service: Callable[..., ServiceProcess]) -> None:
+    """faust restarts a crashed agent by itself, so a write that always fails looped unseen in a process that
+    looked healthy. Here a real failure: an observer run with fewer LAB_TOPIC_PARTITIONS than the dataset's
+    topics have makes its tables' changelogs smaller than the health topic, and the health agent's first
+    write raises. The process must exit with an error, for its supervisor to start it again."""
+    write_contract(tmp_path, fresh_dataset, "  freshness: 10s\n")
+    fewer = {**observer_env, "LAB_TOPIC_PARTITIONS": str(settings.topic_partitions - 1)}
+    observer = start_service("observer", **fewer)
+    assert await asyncio.to_thread(observer.wait, 90) == 1, observer.log_tail()
