@@ -382,6 +382,7 @@ async def test_health_readiness_and_metrics(served: Served, client: httpx.Client
     assert client.get("/healthz").json()["status"] == "ok"
     ready = client.get("/readyz").json()
     assert ready["status"] == "ready" and all(ready["checks"].values())
+    assert {f"lake:{served.dataset}", f"quality:{served.dataset}"} <= set(ready["checks"])
     assert client.get("/v1/datasets").status_code == 200  # a request the metrics below must have counted
     scraped = client.get("/metrics", follow_redirects=False)  # Prometheus' default path, no redirect
     assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")

@@ -170,6 +170,22 @@ def test_quality_figures_equal_a_full_scan_for_any_period_and_read_a_whole_day_o
     assert figures.document(EVERYTHING) is figures.document(EVERYTHING), "kept until the next commit"
 
 
+def test_the_history_summed_at_start_leaves_later_answers_only_the_days_they_cut(tables: Tables) -> None:
+    """What the API does before it is ready: one pass over every file; a period then reads only the files
+    of the days it cuts, and equals a full scan."""
+    first = datetime(2025, 3, 1, 20, tzinfo=UTC)
+    _land_quality(tables, first, hours=40)  # 2025-03-01 (4 hours), 03-02 (24), 03-03 (12)
+    figures = QualityFigures(tables, "orders", refresh_s=0)
+    read_before = _quality_files_read()
+    figures.sum_history()
+    assert figures.summed and _quality_files_read() - read_before == 2 * 40
+    read_before = _quality_files_read()
+    period = queries.TimeRange(datetime(2025, 3, 1, 21, tzinfo=UTC), datetime(2025, 3, 3, 6, tzinfo=UTC))
+    body = figures.document(period)
+    assert _quality_files_read() - read_before <= 2 * (4 + 12), "the two cut days' files at most"
+    assert body["quarantined"] == _brute_quality(tables, period)["quarantined"]
+
+
 def _quality_files_read() -> float:
     return REGISTRY.get_sample_value("lab_api_quality_files_read_total", {"dataset": "orders"}) or 0.0
 

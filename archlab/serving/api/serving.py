@@ -86,6 +86,9 @@ def start_background(serving: Serving) -> list[asyncio.Task[None]]:
         while True:
             for view in serving.views.values():
                 await asyncio.to_thread(view.refresh_lake)
+            for figures in serving.quality.values():
+                if not figures.summed:
+                    await asyncio.to_thread(figures.sum_history)
             await asyncio.sleep(settings.api_lake_refresh_s)
 
     async def rebuild_unread_snapshots() -> None:
