@@ -27,9 +27,12 @@ RUN pip install --no-cache-dir uv==0.13.8 \
     && chown lab:lab /app
 
 # Everything below runs as the unprivileged user `lab` (numeric, so it resolves on any host); /app
-# is writable by it (gold_aggregator keeps its RocksDB window checkpoint under /app/.stack by default).
+# is writable by it. The services' local state lives in /app/.stack/native/state (gold_aggregator's
+# RocksDB window checkpoints, the observer's webhook delivery log and faust data): compose mounts the
+# volume `lab-state` there, and an empty volume takes this folder's owner, `lab`.
 USER 10001:10001
 WORKDIR /app
+RUN mkdir -p .stack/native/state
 
 # Dependencies first: this layer is rebuilt only when the lock file changes.
 COPY --chown=10001:10001 pyproject.toml uv.lock README.md ./
