@@ -8,8 +8,11 @@ stream of measures into open/resolve decisions without flapping:
   a duration that already held for the objective (freshness, a consumer stall): then the breach is
   known to have begun at ``Measure.breached_since`` and opens at once;
 * an open alert resolves once the objective has been met for ``settle`` seconds;
-* a measure that cannot be taken (no records in a rate's window) changes nothing and resets any
-  pending change: no evidence either way.
+* a measure that cannot be taken (volume before its samples span a minute) changes nothing and resets
+  any pending change: no evidence either way;
+* a rate's window without records meets its objective (nothing in it failed): an alert a burst opened
+  resolves once the dataset has been quiet for the window, instead of staying open until records come
+  again (a quiet dataset is freshness's to report).
 
 The alert id comes from the breach's start (:func:`archlab.core.alerts.alert_id`), which the state
 kept in faust tables fixes, so the same breach gets the same id after a restart.
@@ -96,12 +99,14 @@ def freshness(dataset: str, last_arrival: float, now: float, objective_s: float)
 
 
 def rate(dataset: str, kind: Kind, what: str, windows: list[Buckets], now: float,
-         objective: RateObjective) -> Measure | None:
-    """The failed share of the last ``objective.over`` against ``objective.max``; None without records."""
+         objective: RateObjective) -> Measure:
+    """The failed share of the last ``objective.over`` against ``objective.max`` (met without records)."""
     over_s = objective.over.total_seconds()
     measured = window_rate(windows, now, over_s)
     if measured is None:
-        return None
+        return Measure(kind, 0.0, objective.max, "ratio", False,
+                       f"{dataset}: no records in the last {_duration(over_s)}, none {what} "
+                       f"(objective at most {objective.max:.1%})")
     share, records = measured
     return Measure(kind, round(share, 6), objective.max, "ratio", share > objective.max,
                    f"{dataset}: {share:.1%} of {records:.0f} records {what} in the last {_duration(over_s)} "

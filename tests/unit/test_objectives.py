@@ -110,7 +110,19 @@ def test_rate_measure_against_its_objective() -> None:
     buckets = add_to_window([], at=10, failed=10, total=100, over_s=60)
     measured = rate("d", Kind.QUARANTINE_RATE, "quarantined", [buckets], 20, objective)
     assert measured is not None and measured.breached and measured.value == 0.1 and measured.unit == "ratio"
-    assert rate("d", Kind.QUARANTINE_RATE, "quarantined", [[]], 20, objective) is None
+    empty = rate("d", Kind.QUARANTINE_RATE, "quarantined", [[]], 20, objective)
+    assert not empty.breached and empty.value == 0.0 and "no records in the last 1m" in empty.message
+
+
+def test_an_open_rate_alert_resolves_once_its_window_has_no_records() -> None:
+    """A burst opened it, then the dataset went quiet: the empty window meets the objective, so the alert
+    resolves after the settle time instead of staying open until records come again."""
+    objective = RateObjective(max=0.05, over=timedelta(seconds=60))
+    buckets = add_to_window([], at=10, failed=50, total=100, over_s=60)
+    samples = [(now, rate("d", Kind.QUARANTINE_RATE, "quarantined", [buckets], now, objective))
+               for now in range(10, 200, 5)]
+    # the burst counts until 70 (its bucket leaves the 60 s window then), resolved after 30 s of an empty window
+    assert run(samples, settle_s=30) == [(40, True), (105, False)]
 
 
 def test_volume_needs_a_minute_of_samples() -> None:
@@ -122,7 +134,7 @@ def test_volume_needs_a_minute_of_samples() -> None:
 def test_measures_skip_what_is_off() -> None:
     objectives = Objectives(late_rate=None, consumer_stall=None)
     found = measures("d", objectives, 100, last_arrival=95, ends=[], stalled_since={}, quarantine=[[]], late=[[]])
-    assert set(found) == {"freshness", "quarantine_rate"} and found["quarantine_rate"] is None
+    assert set(found) == {"freshness", "quarantine_rate"} and not found["quarantine_rate"].breached
 
 
 # ---------------------------------------------------------------------------------------- transitions
