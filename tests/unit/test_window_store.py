@@ -1,5 +1,6 @@
-"""The RocksDB checkpoint of gold windows: what was saved comes back, and the changelog tail
-applied on top of an older checkpoint gives the same windows as the whole changelog."""
+"""The RocksDB checkpoint of gold windows: what was saved comes back, the changelog tail applied on
+top of an older checkpoint gives the same windows as the whole changelog, and a checkpoint costs what
+its batch changed."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from typing import NamedTuple
 
 import duckdb
 import pyarrow as pa
+import pytest
 
 from archlab.contract import load_contract
 from archlab.core.settings import PROJECT_ROOT
 from archlab.pipeline.gold.window_store import (
+    CheckpointRows,
     TailReplay,
     WindowStore,
     apply_delta,
@@ -20,7 +23,7 @@ from archlab.pipeline.gold.window_store import (
     delta_state,
     window_key_bytes,
 )
-from archlab.pipeline.gold.windows import PartitionWindows
+from archlab.pipeline.gold.windows import PartitionWindows, Window, WindowKey
 from archlab.pipeline.rocks import MEMTABLE_BYTES
 from tests.unit.test_windows import silver_rows
 
@@ -38,23 +41,42 @@ def snapshot(windows: PartitionWindows) -> dict:
             for key, window in windows.windows.items()}
 
 
-def test_checkpoint_plus_changelog_tail_equals_the_whole_changelog(tmp_path: Path) -> None:
-    silver = silver_rows("orders", 3_000, seed=12)
+def connect() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def aggregate(windows: PartitionWindows, con: duckdb.DuckDBPyConnection, batch: pa.Table, revision: int,
+              changelog: list[tuple[bytes, bytes | None]]) -> CheckpointRows:
+    """One batch as the aggregator takes it: its deltas appended to ``changelog`` (tombstones for the windows
+    it forgets), and the checkpoint rows it would write once the batch committed."""
+    batch = batch.append_column("_watermark", pa.nulls(batch.num_rows, pa.int64()))
+    outcome = windows.apply(con, batch, revision)
+    deltas: dict[bytes, bytes] = {}
+    for key, (window, change) in outcome.touched.items():
+        if key in outcome.dropped:
+            continue
+        delta_key = window_key_bytes(key) + b"@%d" % revision
+        deltas[delta_key] = delta_state(window, windows.plans[key[0]], change.new_members, key)
+        window.deltas.append(delta_key)
+    changelog.extend(deltas.items())
+    for window in outcome.dropped.values():
+        changelog.extend((delta, None) for delta in window.deltas)
+    changed: dict[WindowKey, Window] = {key: window for key, (window, _) in outcome.touched.items()}
+    return checkpoint_rows(windows, changed, deltas, {key: w.deltas for key, w in outcome.dropped.items()})
+
+
+def test_checkpoint_plus_changelog_tail_equals_the_whole_changelog(tmp_path: Path) -> None:
+    silver = silver_rows("orders", 3_000, seed=12)
+    con = connect()
     live = PartitionWindows(CONTRACT, silver_partitions=1)
-    changelog: list[tuple[bytes, bytes]] = []
+    changelog: list[tuple[bytes, bytes | None]] = []
     store = WindowStore(tmp_path)
     for revision, start in enumerate(range(0, silver.num_rows, 500)):
-        batch = silver.slice(start, 500).append_column("_watermark", pa.nulls(min(500, silver.num_rows - start), pa.int64()))
-        outcome = live.apply(con, batch, revision)
-        for key, (window, change) in outcome.touched.items():
-            delta_key = window_key_bytes(key) + b"@%d" % revision
-            changelog.append((delta_key, delta_state(window, live.plans[key[0]], change.new_members, key)))
-            window.deltas.append(delta_key)
-        if revision == 2:  # checkpoint after the third batch only: the rest is the tail
-            store.save("orders", 0, live, {k: w for k, (w, _) in outcome.touched.items()} | dict(live.windows), [],
-                       checkpoint=len(changelog) - 1)
+        rows = aggregate(live, con, silver.slice(start, 500), revision, changelog)
+        if revision <= 2:  # checkpoints of the first three batches only: the rest is the tail
+            store.write("orders", 0, rows, checkpoint=len(changelog) - 1)
     store.close("orders", 0)
 
     from_store = PartitionWindows(CONTRACT, silver_partitions=1)
@@ -70,30 +92,86 @@ def test_checkpoint_plus_changelog_tail_equals_the_whole_changelog(tmp_path: Pat
     assert snapshot(from_store) == snapshot(from_changelog) == snapshot(live)
 
 
+def test_a_checkpoint_costs_what_its_batch_changed_not_what_the_windows_hold(tmp_path: Path) -> None:
+    """Batches of one busy hour: every one touches the hour's window, whose distinct-id sets keep growing.
+    The last batch's checkpoint must be no larger than the first's (rewriting whole sets made it grow
+    with the hour), and what the checkpoints add up to must restore the same windows."""
+    silver = silver_rows("orders", 6_000, seed=21)
+    con = connect()
+    live = PartitionWindows(CONTRACT, silver_partitions=1)
+    changelog: list[tuple[bytes, bytes | None]] = []
+    store = WindowStore(tmp_path)
+    sizes = []
+    for revision, start in enumerate(range(0, silver.num_rows, 500)):
+        rows = aggregate(live, con, silver.slice(start, 500), revision, changelog)
+        sizes.append(sum(len(key) + len(value or b"") for key, value in rows))
+        store.write("orders", 0, rows, checkpoint=len(changelog) - 1)
+    store.close("orders", 0)
+    hourly = [w for key, w in live.windows.items() if key[0] == "totals_1h"]
+    assert max(len(w.sets["orders"]) for w in hourly) > 5_000 / 2  # the hour's set did grow, batch after batch
+    assert sizes[-1] < 1.5 * sizes[0], sizes
+
+    restored = PartitionWindows(CONTRACT, silver_partitions=1)
+    assert WindowStore(tmp_path).load("orders", 0, restored) == len(changelog) - 1
+    assert snapshot(restored) == snapshot(live)
+    assert {key: sorted(w.deltas) for key, w in restored.windows.items()} == {
+        key: sorted(w.deltas) for key, w in live.windows.items()}
+
+
+def test_after_a_failed_write_nothing_more_is_written_until_the_next_restore(tmp_path: Path) -> None:
+    """Each checkpoint adds to the ones before it, so one that failed must not be followed by later ones
+    (their offset would claim the lost batch's set members): the store keeps the last checkpoint that
+    landed, and the restore's tail brings back the rest."""
+    silver = silver_rows("orders", 1_500, seed=22)
+    con = connect()
+    live = PartitionWindows(CONTRACT, silver_partitions=1)
+    changelog: list[tuple[bytes, bytes | None]] = []
+    store = WindowStore(tmp_path)
+    store.write("orders", 0, aggregate(live, con, silver.slice(0, 500), 0, changelog), checkpoint=len(changelog) - 1)
+    landed = len(changelog) - 1
+    store._db("orders", 0).close()  # the next write fails (as on a full disk)
+    with pytest.raises(Exception):
+        store.write("orders", 0, aggregate(live, con, silver.slice(500, 500), 1, changelog), checkpoint=len(changelog) - 1)
+    del store._open[("orders", 0)]  # the disk is back: a write would succeed now
+    store.write("orders", 0, aggregate(live, con, silver.slice(1_000, 500), 2, changelog), checkpoint=len(changelog) - 1)
+    store.close("orders", 0)
+
+    restored = PartitionWindows(CONTRACT, silver_partitions=1)
+    assert WindowStore(tmp_path).load("orders", 0, restored) == landed
+    tail = TailReplay(restored, WindowStore(tmp_path / "other"), "orders", 0)
+    tail.apply(ChangelogEntry(offset, key, value) for offset, (key, value) in enumerate(changelog) if offset > landed)
+    assert snapshot(restored) == snapshot(live)
+
+
+def test_a_checkpoint_of_another_format_is_cleared_and_the_changelog_replayed(tmp_path: Path) -> None:
+    store = WindowStore(tmp_path)
+    store._db("orders", 0)[b'["totals_1h",0]'] = b'{"events":1,"sets":{"orders":["O-1"]}}'  # no format key
+    store._db("orders", 0)[b"~checkpoint"] = b"41"
+    windows = PartitionWindows(CONTRACT, silver_partitions=1)
+    assert store.load("orders", 0, windows) is None
+    assert windows.windows == {}
+    assert list(store._db("orders", 0).keys()) == []
+
+
 def test_windows_restored_from_the_tail_survive_the_next_checkpoint(tmp_path: Path) -> None:
     """A restart applies the changelog tail; its next checkpoint must not skip the windows that only
     the tail held (a late event's window, touched once): restore saves what the tail changed."""
     silver = silver_rows("orders", 1_000, seed=4)
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
+    con = connect()
     writer = PartitionWindows(CONTRACT, silver_partitions=1)
-    changelog: list[tuple[bytes, bytes]] = []
+    changelog: list[tuple[bytes, bytes | None]] = []
     for revision, start in enumerate(range(0, 1_000, 250)):
-        batch = silver.slice(start, 250).append_column("_watermark", pa.nulls(250, pa.int64()))
-        for key, (window, change) in writer.apply(con, batch, revision).touched.items():
-            delta_key = window_key_bytes(key) + b"@%d" % revision
-            changelog.append((delta_key, delta_state(window, writer.plans[key[0]], change.new_members, key)))
-            window.deltas.append(delta_key)
+        aggregate(writer, con, silver.slice(start, 250), revision, changelog)
     store = WindowStore(tmp_path)
     restarted = PartitionWindows(CONTRACT, silver_partitions=1)
     assert store.load("orders", 0, restarted) is None  # no checkpoint: the whole changelog is the tail
-    tail = TailReplay(restarted)  # as the aggregator's restore uses it
+    tail = TailReplay(restarted, store, "orders", 0)  # as the aggregator's restore uses it
     tail.apply(ChangelogEntry(offset, key, value) for offset, (key, value) in enumerate(changelog))
-    tail.finish(store, "orders", 0)
+    tail.finish()
     assert tail.applied == len(changelog)
     # the next batch touches one window only, and moves the checkpoint past the tail
     key, window = next(iter(restarted.windows.items()))
-    store.save("orders", 0, restarted, {key: window}, [], checkpoint=len(changelog) + 5)
+    store.write("orders", 0, checkpoint_rows(restarted, {key: window}, {}, {}), checkpoint=len(changelog) + 5)
     store.close("orders", 0)
 
     again = PartitionWindows(CONTRACT, silver_partitions=1)
@@ -106,18 +184,12 @@ def test_rows_encoded_before_the_next_batch_checkpoint_the_state_they_were_encod
     the commit, possibly once the next batch has changed the windows: the checkpoint must hold the
     state of the committed batch, not the later one."""
     silver = silver_rows("orders", 1_000, seed=13)
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
+    con = connect()
     live = PartitionWindows(CONTRACT, silver_partitions=1)
-
-    def apply(start: int, revision: int) -> dict:
-        batch = silver.slice(start, 500).append_column("_watermark", pa.nulls(500, pa.int64()))
-        outcome = live.apply(con, batch, revision)
-        return {key: window for key, (window, _) in outcome.touched.items()}
-
-    rows = checkpoint_rows(live, apply(0, 1), [])
+    changelog: list[tuple[bytes, bytes | None]] = []
+    rows = aggregate(live, con, silver.slice(0, 500), 1, changelog)
     committed = copy.deepcopy(snapshot(live))  # the sets would change with the windows
-    apply(500, 2)  # the next batch, prepared before the first one's checkpoint is written
+    aggregate(live, con, silver.slice(500, 500), 2, changelog)  # the next batch, prepared before the first one's checkpoint is written
     assert snapshot(live) != committed
     store = WindowStore(tmp_path)
     store.write("orders", 0, rows, checkpoint=7)

@@ -243,13 +243,14 @@ class Aggregator(TransactionalProcessor):
                 await self._in_store_thread(self.store.clear, names.dataset_of(tp.topic), tp.partition)
                 self.partitions.pop(tp, None)
                 checkpoints[tp] = None
-        tails = {changelogs[tp]: TailReplay(self._windows(tp)) for tp in assigned}
+        tails = {changelogs[tp]: TailReplay(self._windows(tp), self.store, names.dataset_of(tp.topic), tp.partition)
+                 for tp in assigned}
         start = {changelogs[tp]: checkpoint + 1 for tp, checkpoint in checkpoints.items() if checkpoint is not None}
         async for records in read_to_end(self.settings, list(tails), start=start):
-            await asyncio.to_thread(tails[TopicPartition(records[0].topic, records[0].partition)].apply, records)
+            await self._in_store_thread(tails[TopicPartition(records[0].topic, records[0].partition)].apply, records)
         for tp, checkpoint in checkpoints.items():
             dataset, tail, windows = names.dataset_of(tp.topic), tails[changelogs[tp]], self.partitions[tp]
-            await self._in_store_thread(tail.finish, self.store, dataset, tp.partition)
+            await self._in_store_thread(tail.finish)
             RESTORES.labels(dataset, "changelog" if checkpoint is None else "checkpoint").inc()
             WINDOWS_RESTORED.labels(dataset).inc(len(windows.windows))
             log.info("gold state restored", topic=tp.topic, partition=tp.partition, windows=len(windows.windows),
@@ -308,6 +309,7 @@ class Aggregator(TransactionalProcessor):
         outcome = windows.apply(self.con, batch, revision=revision)
         dataset = names.dataset_of(tp.topic)
         gold_keys, gold_values, state_keys, state_values = [], [], [], []
+        deltas: dict[bytes, bytes] = {}
         updates: Counter[str] = Counter()
         for key, (window, change) in outcome.touched.items():
             gold_keys.append(orjson.dumps([key[0], iso_ms(key[1]), *key[2]]))
@@ -316,9 +318,10 @@ class Aggregator(TransactionalProcessor):
             if key in outcome.dropped:
                 continue  # forgotten: its deltas are tombstoned below
             delta_key = window_key_bytes(key) + b"@" + str(revision).encode()
-            state_keys.append(delta_key)
-            state_values.append(delta_state(window, windows.plans[key[0]], change.new_members, key))
+            deltas[delta_key] = delta_state(window, windows.plans[key[0]], change.new_members, key)
             window.deltas.append(delta_key)
+        state_keys.extend(deltas)
+        state_values.extend(deltas.values())
         for window in outcome.dropped.values():
             state_keys.extend(window.deltas)
             state_values.extend([None] * len(window.deltas))
@@ -326,11 +329,12 @@ class Aggregator(TransactionalProcessor):
         state_values.append(orjson.dumps({str(p): ms for p, ms in windows.highest.items()}))
         gold_partitions = self.senders[names.gold_topic(dataset)].partitions
         changed = {key: window for key, (window, _) in outcome.touched.items()}
+        forgotten = {key: window.deltas for key, window in outcome.dropped.items()}
         return _Prepared(
             tp, dataset, outcome, revision, records[0].timestamp,
             gold=(gold_keys, gold_values, [partition_for(k, gold_partitions) for k in gold_keys]),
             state=(state_keys, state_values),
-            checkpoint=checkpoint_rows(windows, changed, outcome.dropped),
+            checkpoint=checkpoint_rows(windows, changed, deltas, forgotten),
             updates=updates, watermark=windows.watermark(),
         )
 
