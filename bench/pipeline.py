@@ -460,7 +460,12 @@ async def measure(events: int, freshness_s: float, peer: bool, topology: bool = 
                 # 5. freshness at half the end-to-end rate
                 if freshness_s > 0:
                     phases["freshness"] = time.perf_counter() - origin
+                    cpu_before, fresh_started = procs.cpu(), time.perf_counter()
                     result.update(await freshness(settings, dataset, api, e2e / 2, freshness_s))
+                    fresh_s, cpu_after = time.perf_counter() - fresh_started, procs.cpu()
+                    for name in cpu_after:  # the bench's own share: the paced producer and the marker tracer
+                        used = cpu_after[name] - cpu_before.get(name, 0.0)
+                        result[f"cpu_s_during_freshness[{name}]"] = f"{used:.1f} ({used / fresh_s:.0%} of a core)"
                     print(f"[freshness] p50 {result['freshness_p50_s']} s, p95 {result['freshness_p95_s']} s", flush=True)
                 phases["end"] = time.perf_counter() - origin
                 stop_sampling.set()
