@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import compress
 
 import orjson
 import pyarrow as pa
@@ -29,7 +30,7 @@ from archlab.core.settings import Settings
 from archlab.kafka.clients import partition_for
 from archlab.lake.store import CALENDAR_SECONDS
 from archlab.pipeline.silver.dedup import DedupState, encode_event_ms, read_changelog
-from archlab.pipeline.silver.refine import RAW_SCHEMA, Refiner, RefineResult, RuleOutcome
+from archlab.pipeline.silver.refine import RAW_SCHEMA, Refiner, RuleOutcome
 from archlab.pipeline.wire import quarantine_json, silver_json
 from archlab.streaming.transactional import Fetched, TransactionalProcessor
 
@@ -74,10 +75,18 @@ def kafka_keys(table: pa.Table, contract: Contract) -> list[bytes | None]:
 
 
 @dataclass(frozen=True, slots=True)
-class _Refined:
-    """A fetched batch, refined, ready for its transaction."""
+class _Encoded:
+    """One dataset's share of a fetched batch, refined and encoded for its topics before the transaction:
+    everything that does not depend on de-duplication state, which only ``emit`` may read (in log order)."""
 
-    topics: list[tuple[str, list[ConsumerRecord], pa.Table, RefineResult]]
+    dataset: str
+    records: list[ConsumerRecord]
+    rules: dict[str, RuleOutcome]
+    dedup_keys: list[bytes]  # per valid row
+    event_ms: list[int]
+    source_partitions: list[int]
+    silver: tuple[list[bytes | None], list[bytes], list[int] | None]  # keys, values, partitions (None: by key)
+    quarantine: tuple[list[bytes | None], list[bytes], list[int] | None]
 
 
 class SilverRefiner(TransactionalProcessor):
@@ -129,63 +138,58 @@ class SilverRefiner(TransactionalProcessor):
     def committed(self) -> None:
         DEDUP_KEYS.set(sum(state.size() for state in self.dedup.values()))
 
-    async def prepare(self, fetched: Fetched) -> _Refined:
-        """Refine each dataset's share of a batch in one vectorised pass, off the event loop."""
+    async def prepare(self, fetched: Fetched) -> list[_Encoded]:
+        """Refine and encode each dataset's share of a batch in one vectorised pass, off the event loop."""
         by_topic: dict[str, list[ConsumerRecord]] = {}
         for tp, records in fetched.items():
             by_topic.setdefault(tp.topic, []).extend(records)
-        topics = []
-        for topic, records in by_topic.items():
-            raw = raw_table(records)
-            result = await asyncio.to_thread(self.refiners[names.dataset_of(topic)].refine, raw)
-            topics.append((topic, records, raw, result))
-        return _Refined(topics)
+        return [await asyncio.to_thread(self._encode, topic, records) for topic, records in by_topic.items()]
 
-    async def emit(self, prepared: _Refined) -> None:
-        """De-duplicate each dataset's refined rows and queue its outputs."""
-        for topic, records, raw, result in prepared.topics:
-            await self._emit(topic, records, raw, result)
-
-    async def _emit(self, topic: str, records: list[ConsumerRecord], raw: pa.Table, result: RefineResult) -> None:
-        """De-duplicate one dataset's refined rows and queue silver, quarantine, changelog and dq."""
+    def _encode(self, topic: str, records: list[ConsumerRecord]) -> _Encoded:
         dataset = names.dataset_of(topic)
         contract = self.contracts[dataset]
-        started = time.perf_counter()
-
-        valid = result.valid
-        keys = dedup_keys(valid, contract)
+        raw = raw_table(records)
+        result = self.refiners[dataset].refine(raw)
+        valid, invalid = result.valid, result.invalid
         as_ms = pc.cast(valid[contract.event_time], pa.timestamp("ms", tz="UTC"), safe=False)  # drops sub-ms digits
-        event_ms = pc.cast(as_ms, pa.int64()).to_pylist()
-        partitions = valid["_source_partition"].to_pylist()
-        first = self.dedup_for(topic).first_seen(topic, partitions, keys, event_ms)
-        duplicates = first.count(False)
-        if duplicates:
-            valid = valid.filter(pa.array(first, pa.bool_()))
-
-        silver = self.senders[names.silver_topic(dataset)]
-        keys_out = kafka_keys(valid, contract)
-        await silver.send_many(keys_out, silver_json(valid), self._silver_partitions(topic, valid, raw, keys_out))
-
-        invalid = result.invalid
+        silver_keys = kafka_keys(valid, contract)
+        quarantine: tuple[list[bytes | None], list[bytes], list[int] | None] = ([], [], None)
         if invalid.num_rows:
-            quarantine = self.senders[names.quarantine_topic(dataset)]
             rows = pc.index_in(_coordinates(invalid["source_partition"], invalid["source_offset"]),
                                value_set=_coordinates(raw["partition"], raw["offset"]))
-            keys_of_invalid = raw["key"].take(rows).to_pylist()
-            same_layout = quarantine.partitions == self._raw_partitions[topic]
-            await quarantine.send_many(keys_of_invalid, quarantine_json(invalid),
-                                       invalid["source_partition"].to_pylist() if same_layout else None)
+            same_layout = self.senders[names.quarantine_topic(dataset)].partitions == self._raw_partitions[topic]
+            quarantine = (raw["key"].take(rows).to_pylist(), quarantine_json(invalid),
+                          invalid["source_partition"].to_pylist() if same_layout else None)
+        return _Encoded(
+            dataset, records, result.rules, dedup_keys(valid, contract), pc.cast(as_ms, pa.int64()).to_pylist(),
+            valid["_source_partition"].to_pylist(),
+            (silver_keys, silver_json(valid), self._silver_partitions(topic, valid, raw, silver_keys)), quarantine,
+        )
 
-        new_rows = [(p, k, ms) for p, k, ms, is_new in zip(partitions, keys, event_ms, first) if is_new]
-        if new_rows:
-            changelog_partitions, changelog_keys, new_event_ms = map(list, zip(*new_rows))
-            await self.senders[names.dedup_topic(dataset)].send_many(
-                changelog_keys, encode_event_ms(new_event_ms), changelog_partitions
-            )
-        await self._send_quality(dataset, records, result.rules, len(first) - duplicates, duplicates)
+    async def emit(self, prepared: list[_Encoded]) -> None:
+        """De-duplicate each dataset's refined rows and queue its outputs."""
+        for encoded in prepared:
+            await self._emit(encoded)
 
-        REFINED.labels(dataset, "silver").inc(valid.num_rows)
-        REFINED.labels(dataset, "quarantine").inc(result.invalid.num_rows)
+    async def _emit(self, batch: _Encoded) -> None:
+        """De-duplicate one dataset's refined rows and queue silver, quarantine, changelog and dq."""
+        dataset = batch.dataset
+        started = time.perf_counter()
+        first = self.dedup_for(names.raw_topic(dataset)).first_seen(
+            names.raw_topic(dataset), batch.source_partitions, batch.dedup_keys, batch.event_ms)
+        duplicates = first.count(False)
+        keys, values, partitions = (None if column is None else list(compress(column, first)) for column in batch.silver)
+        await self.senders[names.silver_topic(dataset)].send_many(keys, values, partitions)
+        if batch.quarantine[1]:
+            await self.senders[names.quarantine_topic(dataset)].send_many(*batch.quarantine)
+        new_partitions, new_keys, new_ms = (list(compress(column, first)) for column in
+                                            (batch.source_partitions, batch.dedup_keys, batch.event_ms))
+        if new_keys:
+            await self.senders[names.dedup_topic(dataset)].send_many(new_keys, encode_event_ms(new_ms), new_partitions)
+        await self._send_quality(dataset, batch.records, batch.rules, len(first) - duplicates, duplicates)
+
+        REFINED.labels(dataset, "silver").inc(len(values))
+        REFINED.labels(dataset, "quarantine").inc(len(batch.quarantine[1]))
         REFINED.labels(dataset, "duplicate").inc(duplicates)
         BATCH_SECONDS.labels(dataset).observe(time.perf_counter() - started)
 
