@@ -21,7 +21,7 @@ from archlab.pipeline.gold.tables import GoldEncoder
 from archlab.pipeline.silver.tables import DqEncoder, QuarantineEncoder
 from archlab.serving.api import queries
 from archlab.serving.api.quality import QualityFigures
-from archlab.serving.api.store import BadAsOf, GoldView, parse_as_of
+from archlab.serving.api.store import BadAsOf, GoldView, key_text, parse_as_of
 from tests.unit.test_gold_table import land, records, update
 
 CONTRACT = load_contract(PROJECT_ROOT / "contracts" / "orders.yaml")
@@ -72,6 +72,16 @@ def test_a_rebuild_touches_only_what_changed_and_a_topic_update_lasts_its_ttl(ta
     assert not view.changed.is_set() and not view.rebuild(ttl_s=60), "nothing new: no rebuild"
     view.expire_live(ttl_s=0)
     assert view.rebuild(ttl_s=0) and served(view) == {"books": (1, 5)}, "expired: the table is served again"
+
+
+def test_key_texts_tell_every_combination_of_dimensions_apart() -> None:
+    """The key text joins a topic row to its table row, so two different combinations of dimension values
+    must never share one, whatever the values hold (quotes, commas, backslashes, the word null)."""
+    rows = pa.table({"a": ['x","y', "x", "x", None, "null", "\\", '\\"'], "b": ["z", 'y","z', "y", "1", "1", '"', ""]})
+    keys = key_text(rows, ["a", "b"]).to_pylist()
+    assert len(set(keys)) == rows.num_rows, keys
+    assert keys[2] == orjson.dumps(["x", "y"]).decode() and keys[3] == '[null,"1"]'
+    assert key_text(rows, []).to_pylist() == ["[]"] * rows.num_rows
 
 
 def test_as_of_reads_an_older_version_by_number_or_moment(tables: Tables) -> None:

@@ -26,7 +26,9 @@ from decimal import Decimal
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import structlog
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
@@ -189,6 +191,31 @@ class GoldTable:
         return rows.cast(self.schema)
 
 
+def key_text(rows: pa.Table, group_by: list[str]) -> pa.ChunkedArray | pa.Array:
+    """Each row's dimension values as one text, a JSON array of their texts (``["DE"]``): a window's rows
+    are paged in its order. Computed column-wise, with no query to plan."""
+    if not group_by:
+        return pa.repeat(pa.scalar("[]"), rows.num_rows)
+    parts: list[Any] = ["["]
+    for position, dimension in enumerate(group_by):
+        text = pc.cast(rows[dimension], pa.string())
+        escaped = pc.replace_substring(pc.replace_substring(text, "\\", "\\\\"), '"', '\\"')
+        parts += [","] if position else []
+        parts.append(pc.fill_null(pc.binary_join_element_wise('"', escaped, '"', ""), "null"))
+    return pc.binary_join_element_wise(*parts, "]", "")
+
+
+def _newest_per_key(rows: pa.Table) -> pa.Table:
+    """One row per (window start, key): the highest revision, then the latest received."""
+    if rows.num_rows == 0:
+        return rows
+    ordered = rows.sort_by([("window_start", "ascending"), (KEY_COLUMN, "ascending"), ("revision", "descending"),
+                            (RECEIVED_COLUMN, "descending")])
+    start, key = ordered["window_start"], ordered[KEY_COLUMN]
+    new_key = pc.or_(pc.not_equal(start[1:], start[:-1]), pc.not_equal(key[1:], key[:-1]))
+    return ordered.filter(pa.concat_arrays([pa.array([True]), *new_key.chunks]))
+
+
 class GoldView:
     """What the API knows of one dataset's gold layer.
 
@@ -199,7 +226,6 @@ class GoldView:
     def __init__(self, contract: Contract, tables: Tables) -> None:
         self.contract = contract
         self._lake = {a.name: GoldTable(tables, contract, a) for a in contract.aggregates}
-        self._key_sql = {a.name: self._key_expression(a) for a in contract.aggregates}
         self._lake_prepared = {a.name: self._prepared(a, self._lake[a.name].rows) for a in contract.aggregates}
         self._incoming: dict[str, list[dict[str, Any]]] = {}  # aggregate -> topic rows not merged yet
         self._live: dict[str, pa.Table] = {}  # aggregate -> newest topic row per key, with RECEIVED_COLUMN
@@ -298,41 +324,43 @@ class GoldView:
                      ) -> pa.Table | None:
         """The newest kept topic row per key: the ones kept so far and ``rows``, without those before ``cutoff``."""
         kept = self._live.get(aggregate.name)
-        sources, tables = [], {}
-        if kept is not None:
-            sources.append("SELECT * FROM kept")
-            tables["kept"] = kept
+        parts = [] if kept is None else [kept]
         if rows:
-            sources.append(f"SELECT *, {self._key_sql[aggregate.name]} AS {KEY_COLUMN}, {now!r}::DOUBLE AS "
-                           f"{RECEIVED_COLUMN} FROM incoming")
-            tables["incoming"] = self._live_table(rows, self._lake[aggregate.name].schema)
+            incoming = self._live_table(rows, self._lake[aggregate.name].schema)
+            parts.append(incoming.append_column(KEY_COLUMN, key_text(incoming, aggregate.group_by)).append_column(
+                RECEIVED_COLUMN, pa.repeat(pa.scalar(now, pa.float64()), incoming.num_rows)))
         live = None
-        if sources:
-            live = SQL.arrow(f"SELECT * FROM ({' UNION ALL BY NAME '.join(sources)}) WHERE {RECEIVED_COLUMN} >= ? "
-                             f"QUALIFY row_number() OVER (PARTITION BY window_start, {KEY_COLUMN} "
-                             f"ORDER BY revision DESC, {RECEIVED_COLUMN} DESC) = 1", [cutoff], **tables)
+        if parts:
+            merged = pa.concat_tables(parts)
+            live = _newest_per_key(merged.filter(pc.greater_equal(merged[RECEIVED_COLUMN], cutoff)))
         with self._lock:
             if live is None or live.num_rows == 0:
                 self._live.pop(aggregate.name, None)
                 self._oldest_live.pop(aggregate.name, None)
                 return None
             self._live[aggregate.name] = live
-            self._oldest_live[aggregate.name] = min(live.column(RECEIVED_COLUMN).to_pylist())
+            self._oldest_live[aggregate.name] = pc.min(live[RECEIVED_COLUMN]).as_py()
         return live
 
     @staticmethod
     def _overlay(lake: pa.Table, live: pa.Table) -> pa.Table:
         """The table's rows with a topic row in place of each one whose revision it exceeds (a hash join)."""
-        return SQL.arrow(
-            f"SELECT * FROM lake WHERE NOT EXISTS (SELECT 1 FROM live WHERE live.window_start = lake.window_start "
-            f"AND live.{KEY_COLUMN} = lake.{KEY_COLUMN} AND live.revision > lake.revision) "
-            f"UNION ALL BY NAME SELECT * EXCLUDE ({RECEIVED_COLUMN}) FROM live WHERE NOT EXISTS (SELECT 1 FROM lake "
-            f"WHERE lake.window_start = live.window_start AND lake.{KEY_COLUMN} = live.{KEY_COLUMN} "
-            f"AND lake.revision >= live.revision)", [], lake=lake, live=live).select(lake.schema.names)
+        keys = ["window_start", KEY_COLUMN]
+        lake_rows = lake.select([*keys, "revision"]).append_column("_lake_row", pa.array(np.arange(lake.num_rows)))
+        live_rows = live.select([*keys, "revision"]).rename_columns([*keys, "_live_revision"]).append_column(
+            "_live_row", pa.array(np.arange(live.num_rows)))
+        pairs = lake_rows.join(live_rows, keys, join_type="inner")
+        newer_live = pc.greater(pairs["_live_revision"], pairs["revision"])
+        replaced = pairs.filter(newer_live)["_lake_row"]
+        stale = pairs.filter(pc.invert(newer_live))["_live_row"]
+        kept_lake = lake.filter(pc.invert(pc.is_in(lake_rows["_lake_row"], value_set=replaced.combine_chunks())))
+        kept_live = live.filter(pc.invert(pc.is_in(live_rows["_live_row"], value_set=stale.combine_chunks())))
+        return pa.concat_tables([kept_lake, kept_live.select(lake.schema.names).cast(lake.schema)])
 
-    def _prepared(self, aggregate: Aggregate, rows: pa.Table) -> pa.Table:
+    @staticmethod
+    def _prepared(aggregate: Aggregate, rows: pa.Table) -> pa.Table:
         """An aggregate's rows with their key text (pages are ordered by window start, then that text)."""
-        return SQL.arrow(f"SELECT *, {self._key_sql[aggregate.name]} AS {KEY_COLUMN} FROM rows", [], rows=rows)
+        return rows.append_column(KEY_COLUMN, key_text(rows, aggregate.group_by))
 
     @staticmethod
     def _live_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
@@ -347,9 +375,3 @@ class GoldView:
             columns[field.name] = pa.array(values, field.type)
         return pa.table(columns, schema=schema)
 
-    @staticmethod
-    def _key_expression(aggregate: Aggregate) -> str:
-        if not aggregate.group_by:
-            return "'[]'"
-        parts = ", ".join(f"CAST({quote(d)} AS VARCHAR)" for d in aggregate.group_by)
-        return f"CAST(to_json([{parts}]) AS VARCHAR)"
