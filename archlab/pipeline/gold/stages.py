@@ -48,7 +48,7 @@ from prometheus_client import Gauge
 from archlab.contract import Contract
 from archlab.core import names, sql
 from archlab.core.settings import Settings
-from archlab.kafka.clients import KeyedBatchSender, end_offsets, partition_for, read_to_end
+from archlab.kafka.clients import KeyedBatchSender, end_offsets, partition_for, partitions_for, read_to_end
 from archlab.pipeline.gold.window_store import (
     HIGHEST,
     CheckpointRows,
@@ -332,7 +332,7 @@ class Aggregator(TransactionalProcessor):
         forgotten = {key: window.deltas for key, window in outcome.dropped.items()}
         return _Prepared(
             tp, dataset, outcome, revision, records[0].timestamp,
-            gold=(gold_keys, gold_values, [partition_for(k, gold_partitions) for k in gold_keys]),
+            gold=(gold_keys, gold_values, partitions_for(gold_keys, gold_partitions)),
             state=(state_keys, state_values),
             checkpoint=checkpoint_rows(windows, changed, deltas, forgotten),
             updates=updates, watermark=windows.watermark(),
