@@ -158,3 +158,32 @@ def test_shuffled_stream_with_markers_equals_the_batch_truth_when_windows_close_
     con.register("silver", silver)
     assert forgotten > 0
     assert differences(truth(con, "silver", contract), gold) == []
+
+
+def test_a_window_opened_after_the_last_closing_pass_still_closes_on_time() -> None:
+    """Closing passes are skipped until the earliest window is due; an out-of-order batch that
+    opens an earlier window must bring that moment forward."""
+    contract = load_contract(CONTRACTS / "orders.yaml")
+    silver = silver_rows("orders", 2_000, seed=9)
+    minutes = [int(t.timestamp() * 1000) // 60_000 for t in silver["event_time"].to_pylist()]
+    first = min(minutes)
+    earlier = silver.filter(pa.array([m == first for m in minutes]))
+    later = silver.filter(pa.array([m == first + 1 for m in minutes]))
+    assert earlier.num_rows and later.num_rows
+    grace = contract.aggregate("by_category_1m").grace_ms
+    windows = PartitionWindows(contract, silver_partitions=1)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+
+    def apply(batch: pa.Table, watermark: int, revision: int) -> None:
+        windows.report(0, watermark)
+        windows.apply(con, batch.append_column("_watermark", pa.array([watermark] * batch.num_rows, pa.int64())), revision)
+
+    apply(later, (first + 2) * 60_000 - 1, revision=1)  # a closing pass: the later minute is due first
+    apply(earlier, (first + 2) * 60_000 - 1, revision=2)  # within the grace period: opens earlier windows
+    # the earlier minute's windows are due, the later minute's are not
+    apply(silver.slice(0, 0), (first + 1) * 60_000 + grace + 30_000, revision=3)
+    finals = {key[1] // 60_000: window.final for key, window in windows.windows.items() if key[0] == "by_category_1m"}
+    assert finals and set(finals) == {first, first + 1}
+    assert all(final for minute, final in finals.items() if minute == first)
+    assert not any(final for minute, final in finals.items() if minute == first + 1)

@@ -182,6 +182,9 @@ class BatchOutcome:
     late: dict[str, int] = field(default_factory=dict)  # aggregate -> events later than the grace period
 
 
+NOTHING_DUE = 2**63  # no window left to close or forget
+
+
 class PartitionWindows:
     """The open and recently closed windows of one dataset's aggregates, owned by one partition.
 
@@ -196,6 +199,10 @@ class PartitionWindows:
         self.plans = {a.name: AggregatePlan(a, contract) for a in contract.aggregates}
         self.windows: dict[WindowKey, Window] = {}
         self.highest: dict[int, int] = {}  # silver partition -> highest event time (ms) it reported
+        # The lowest watermark at which a window closes or is forgotten; until the watermark reaches
+        # it, a closing pass has nothing to do. Starts due, so that windows restored before the
+        # first batch are visited once.
+        self._next_due = -(2**63)
 
     def report(self, silver_partition: int, highest_ms: int) -> int | None:
         """Take one silver partition's highest event time; return the watermark after it."""
@@ -230,6 +237,7 @@ class PartitionWindows:
                         late += row[2 + dims]
                         continue
                     window = self.windows[key] = Window()
+                    self._next_due = min(self._next_due, key[1] + plan.aggregate.window_ms + plan.aggregate.grace_ms)
                 events, late_events, change = plan.merge(row, window)
                 on_time += events
                 late += late_events
@@ -242,20 +250,29 @@ class PartitionWindows:
         return outcome
 
     def _close(self, outcome: BatchOutcome) -> None:
+        """Mark the windows the watermark has passed final and forget those past their retention.
+
+        Visits the windows only when one of them is due: at high cardinality most batches move
+        the watermark by less than any window's end, and a visit costs a pass over every window."""
         watermark = self.watermark()
-        if watermark is None:
+        if watermark is None or watermark < self._next_due:
             return
+        next_due = NOTHING_DUE
         for key, window in list(self.windows.items()):
             aggregate = self.plans[key[0]].aggregate
             closed_at = watermark - aggregate.grace_ms
             end = key[1] + aggregate.window_ms
-            forget = end + aggregate.retention_ms <= closed_at
-            if forget:  # one batch can move the watermark past a window it also updated
+            if end + aggregate.retention_ms <= closed_at:  # one batch can move the watermark past a window it also updated
                 del self.windows[key]
                 outcome.dropped[key] = window
+            elif end > closed_at:
+                next_due = min(next_due, end + aggregate.grace_ms)
+            else:
+                next_due = min(next_due, end + aggregate.retention_ms + aggregate.grace_ms)
             if end <= closed_at and not window.final:
                 window.final = True
                 outcome.touched.setdefault(key, (window, Change()))
+        self._next_due = next_due
 
     def gold_value(self, key: WindowKey, window: Window) -> dict[str, Any]:
         """The gold record of a window: the columns of ``contract.gold_schema`` it has."""
