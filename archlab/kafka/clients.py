@@ -126,8 +126,14 @@ class KeyedBatchSender:
         return self._partitions
 
     def _partition_of(self, key: bytes | None) -> int:
-        if key is not None:
-            return partition_for(key, self._partitions)
+        return self._round_robin() if key is None else partition_for(key, self._partitions)
+
+    def _partitions_of(self, keys: Sequence[bytes | None]) -> list[int]:
+        """:meth:`_partition_of` of many keys, the keyed ones hashed at once."""
+        hashed = iter(partitions_for([key for key in keys if key is not None], self._partitions))
+        return [self._round_robin() if key is None else next(hashed) for key in keys]
+
+    def _round_robin(self) -> int:
         partition = self._next_unkeyed
         self._next_unkeyed = (self._next_unkeyed + 1) % self._partitions
         return partition
@@ -158,10 +164,7 @@ class KeyedBatchSender:
     ) -> None:
         """Queue many header-less records in one synchronous pass (the hot path), then ship full batches."""
         if partitions is None:
-            if all(key is not None for key in keys):
-                partitions = partitions_for(keys, self._partitions)  # type: ignore[arg-type]
-            else:
-                partitions = [self._partition_of(key) for key in keys]
+            partitions = self._partitions_of(keys)
         for key, value, partition in zip(keys, values, partitions, strict=True):
             self._append(key, value, (), partition)
         await self._ship_full()

@@ -178,8 +178,10 @@ class SilverRefiner(TransactionalProcessor):
         first = self.dedup_for(names.raw_topic(dataset)).first_seen(
             names.raw_topic(dataset), batch.source_partitions, batch.dedup_keys, batch.event_ms)
         duplicates = first.count(False)
-        keys, values, partitions = (None if column is None else list(compress(column, first)) for column in batch.silver)
-        await self.senders[names.silver_topic(dataset)].send_many(keys, values, partitions)
+        keys, values, partitions = batch.silver
+        values = list(compress(values, first))
+        await self.senders[names.silver_topic(dataset)].send_many(
+            list(compress(keys, first)), values, None if partitions is None else list(compress(partitions, first)))
         if batch.quarantine[1]:
             await self.senders[names.quarantine_topic(dataset)].send_many(*batch.quarantine)
         new_partitions, new_keys, new_ms = (list(compress(column, first)) for column in
