@@ -10,6 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import pyarrow as pa
 import structlog
 import uvloop
 
@@ -33,6 +34,9 @@ def run_service(
 
     ``wait_for`` (e.g. ``kafka.clients.wait_for_kafka``) runs first: a service started before what it
     needs is reachable waits for it, stoppable by a signal, instead of crashing."""
+    # Arrow's default (mimalloc) keeps the memory of freed batches for itself: a service under a backlog
+    # held ~60 MB more at its peak than with the C allocator, at the same speed (bench pipeline, 300k).
+    pa.set_memory_pool(pa.system_memory_pool())
     parser = argparse.ArgumentParser(
         prog=f"python -m services.{name}",
         description=description,

@@ -106,7 +106,8 @@ class Settings(LakeSettings):
         500, ge=0, le=5_000, description="...or after at most this many milliseconds with less: the batch deadline")
 
     # Landing: when a buffered file is rolled and written to the lake.
-    flush_records: int = Field(20_000, ge=1, description="Roll a lake file after this many records")
+    # Per partition, while the one before lands: a sink holds up to twice this many records per partition.
+    flush_records: int = Field(5_000, ge=1, description="Roll a lake file after this many records")
     flush_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Roll a lake file after this many bytes")
     flush_interval_s: float = Field(5.0, gt=0, description="Roll a lake file this long after its first record")
 
