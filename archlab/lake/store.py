@@ -8,6 +8,8 @@ date partition can hold.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 
 import fsspec
@@ -15,7 +17,6 @@ import fsspec.asyn
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import s3fs
 from fsspec.implementations.local import LocalFileSystem
 
 from archlab.core.settings import Settings
@@ -31,24 +32,27 @@ _PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000}  # int64 nanoseconds cannot
 class Lake:
     """The bucket (or folder) that holds every layer; keys are relative to it."""
 
-    def __init__(self, fs: fsspec.AbstractFileSystem, root: str) -> None:
-        self.fs = fs
+    def __init__(self, open_fs: Callable[[], fsspec.AbstractFileSystem], root: str, *, is_s3: bool) -> None:
+        self._open_fs = open_fs
         self.root = root.rstrip("/")
+        self.is_s3 = is_s3
+
+    @cached_property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        """Opened on first use: s3fs and botocore cost a process ~40 MB, and the api needs them only to
+        go back in time by timestamp (commit times are read from the log's files)."""
+        return self._open_fs()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Lake:
-        fs = fsspec.filesystem("s3", use_listings_cache=False, **settings.storage_options)
-        return cls(fs, settings.bucket)
+        return cls(lambda: fsspec.filesystem("s3", use_listings_cache=False, **settings.storage_options),
+                   settings.bucket, is_s3=True)
 
     @classmethod
     def local(cls, folder: Path) -> Lake:
         """An offline lake in a local folder, for unit tests where S3 adds nothing."""
         folder.mkdir(parents=True, exist_ok=True)
-        return cls(LocalFileSystem(auto_mkdir=True), str(folder))
-
-    @property
-    def is_s3(self) -> bool:
-        return not isinstance(self.fs, LocalFileSystem)
+        return cls(lambda: LocalFileSystem(auto_mkdir=True), str(folder), is_s3=False)
 
     def path(self, key: str) -> str:
         return f"{self.root}/{key}"
@@ -98,6 +102,8 @@ def calendar_date(stamps: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedAr
 
 def ensure_bucket(settings: Settings) -> bool:
     """Create the lake bucket if it does not exist; True when it was created now."""
+    import s3fs  # only here: see Lake.fs
+
     fs = s3fs.S3FileSystem(skip_instance_cache=True, **settings.storage_options)
     try:
         fs.mkdir(settings.bucket)
