@@ -59,6 +59,8 @@ class AggregatePlan:
 
     def __init__(self, aggregate: Aggregate, contract: Contract) -> None:
         self.aggregate = aggregate
+        # read for every window of every batch: the model's properties convert timedeltas on each call
+        self.window_ms, self.grace_ms, self.retention_ms = aggregate.window_ms, aggregate.grace_ms, aggregate.retention_ms
         self.types = dict(contract.silver_types())
         self.inputs = [m for m in aggregate.measures if m.fn != "ratio"]
         window = aggregate.window_ms
@@ -229,6 +231,7 @@ class PartitionWindows:
             plan = self.plans[name]
             dims = len(plan.aggregate.group_by)
             on_time = late = 0
+            earliest_new = NOTHING_DUE
             for row in rows:
                 key = (name, row[0], tuple(row[1 : 1 + dims]))
                 window = self.windows.get(key)
@@ -237,13 +240,14 @@ class PartitionWindows:
                         late += row[2 + dims]
                         continue
                     window = self.windows[key] = Window()
-                    self._next_due = min(self._next_due, key[1] + plan.aggregate.window_ms + plan.aggregate.grace_ms)
+                    earliest_new = min(earliest_new, row[0])
                 events, late_events, change = plan.merge(row, window)
                 on_time += events
                 late += late_events
                 window.late_events += late_events
                 outcome.touched[key] = (window, change)
             outcome.on_time[name], outcome.late[name] = on_time, late
+            self._next_due = min(self._next_due, earliest_new + plan.window_ms + plan.grace_ms)
         self._close(outcome)
         for window, _ in outcome.touched.values():
             window.revision = revision
@@ -258,17 +262,18 @@ class PartitionWindows:
         if watermark is None or watermark < self._next_due:
             return
         next_due = NOTHING_DUE
+        spans = {name: (plan.window_ms, plan.grace_ms, plan.retention_ms) for name, plan in self.plans.items()}
         for key, window in list(self.windows.items()):
-            aggregate = self.plans[key[0]].aggregate
-            closed_at = watermark - aggregate.grace_ms
-            end = key[1] + aggregate.window_ms
-            if end + aggregate.retention_ms <= closed_at:  # one batch can move the watermark past a window it also updated
+            window_ms, grace_ms, retention_ms = spans[key[0]]
+            closed_at = watermark - grace_ms
+            end = key[1] + window_ms
+            if end + retention_ms <= closed_at:  # one batch can move the watermark past a window it also updated
                 del self.windows[key]
                 outcome.dropped[key] = window
             elif end > closed_at:
-                next_due = min(next_due, end + aggregate.grace_ms)
+                next_due = min(next_due, end + grace_ms)
             else:
-                next_due = min(next_due, end + aggregate.retention_ms + aggregate.grace_ms)
+                next_due = min(next_due, end + retention_ms + grace_ms)
             if end <= closed_at and not window.final:
                 window.final = True
                 outcome.touched.setdefault(key, (window, Change()))
@@ -281,7 +286,7 @@ class PartitionWindows:
         return {
             "aggregate": key[0],
             "window_start": iso_ms(key[1]),
-            "window_end": iso_ms(key[1] + plan.aggregate.window_ms),
+            "window_end": iso_ms(key[1] + plan.window_ms),
             **dict(zip(plan.aggregate.group_by, key[2], strict=True)),
             **plan.measures(window),
             "events": window.events,
