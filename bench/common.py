@@ -19,6 +19,7 @@ import orjson
 import psutil
 
 from archlab.core import names
+from archlab.core.service import tune_process
 from archlab.core.settings import PROJECT_ROOT, Settings
 from archlab.devstack.native import NativeStack, StackConfig
 from archlab.ingest.produce import produce_synthetic
@@ -42,6 +43,7 @@ def throwaway_stack(name: str = "bench") -> Iterator[tuple[NativeStack, Settings
                              access_key=f"{name}-admin", secret_key=uuid.uuid4().hex)
         stack = NativeStack(config, exit_with_owner=True)
         os.environ["LAB_ENV_FILE"] = ""  # the services benchmarked read no developer .env (archlab.core.settings)
+        tune_process()  # stages run in this process run as in their service's
         stack.start()
         try:
             settings = Settings(kafka_bootstrap=config.bootstrap, s3_endpoint=config.s3_endpoint,
