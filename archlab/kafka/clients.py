@@ -130,8 +130,12 @@ class KeyedBatchSender:
 
     def _partitions_of(self, keys: Sequence[bytes | None]) -> list[int]:
         """:meth:`_partition_of` of many keys, the keyed ones hashed at once."""
-        hashed = iter(partitions_for([key for key in keys if key is not None], self._partitions))
-        return [self._round_robin() if key is None else next(hashed) for key in keys]
+        keyed = [key for key in keys if key is not None]
+        hashed = partitions_for(keyed, self._partitions)
+        if len(keyed) == len(keys):  # the usual case: no per-record pass to interleave round-robin rows
+            return hashed
+        rest = iter(hashed)
+        return [self._round_robin() if key is None else next(rest) for key in keys]
 
     def _round_robin(self) -> int:
         partition = self._next_unkeyed

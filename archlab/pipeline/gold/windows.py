@@ -201,6 +201,7 @@ class PartitionWindows:
         self.plans = {a.name: AggregatePlan(a, contract) for a in contract.aggregates}
         self.windows: dict[WindowKey, Window] = {}
         self.highest: dict[int, int] = {}  # silver partition -> highest event time (ms) it reported
+        self._spans = {name: (plan.window_ms, plan.grace_ms, plan.retention_ms) for name, plan in self.plans.items()}
         # The lowest watermark at which a window closes or is forgotten; until the watermark reaches
         # it, a closing pass has nothing to do. Starts due, so that windows restored before the
         # first batch are visited once.
@@ -262,9 +263,8 @@ class PartitionWindows:
         if watermark is None or watermark < self._next_due:
             return
         next_due = NOTHING_DUE
-        spans = {name: (plan.window_ms, plan.grace_ms, plan.retention_ms) for name, plan in self.plans.items()}
         for key, window in list(self.windows.items()):
-            window_ms, grace_ms, retention_ms = spans[key[0]]
+            window_ms, grace_ms, retention_ms = self._spans[key[0]]
             closed_at = watermark - grace_ms
             end = key[1] + window_ms
             if end + retention_ms <= closed_at:  # one batch can move the watermark past a window it also updated
