@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import NamedTuple
 
 import duckdb
+import orjson
 import pyarrow as pa
 import pytest
 
 from archlab.contract import load_contract
 from archlab.core.settings import PROJECT_ROOT
 from archlab.pipeline.gold.window_store import (
+    HIGHEST,
     CheckpointRows,
     TailReplay,
     WindowStore,
@@ -48,10 +50,13 @@ def connect() -> duckdb.DuckDBPyConnection:
 
 
 def aggregate(windows: PartitionWindows, con: duckdb.DuckDBPyConnection, batch: pa.Table, revision: int,
-              changelog: list[tuple[bytes, bytes | None]]) -> CheckpointRows:
+              changelog: list[tuple[bytes, bytes | None]], watermark: int | None = None) -> CheckpointRows:
     """One batch as the aggregator takes it: its deltas appended to ``changelog`` (tombstones for the windows
-    it forgets), and the checkpoint rows it would write once the batch committed."""
-    batch = batch.append_column("_watermark", pa.nulls(batch.num_rows, pa.int64()))
+    it forgets), and the checkpoint rows it would write once the batch committed. ``watermark``: the one
+    silver partition's highest event time, reported before the batch."""
+    if watermark is not None:
+        windows.report(0, watermark)
+    batch = batch.append_column("_watermark", pa.array([watermark] * batch.num_rows, pa.int64()))
     outcome = windows.apply(con, batch, revision)
     deltas: dict[bytes, bytes] = {}
     for key, (window, change) in outcome.touched.items():
@@ -63,6 +68,7 @@ def aggregate(windows: PartitionWindows, con: duckdb.DuckDBPyConnection, batch: 
     changelog.extend(deltas.items())
     for window in outcome.dropped.values():
         changelog.extend((delta, None) for delta in window.deltas)
+    changelog.append((HIGHEST, orjson.dumps({str(p): ms for p, ms in windows.highest.items()})))
     changed: dict[WindowKey, Window] = {key: window for key, (window, _) in outcome.touched.items()}
     return checkpoint_rows(windows, changed, deltas, {key: w.deltas for key, w in outcome.dropped.items()})
 
@@ -90,6 +96,48 @@ def test_checkpoint_plus_changelog_tail_equals_the_whole_changelog(tmp_path: Pat
         apply_delta(from_changelog, delta_key, value)
 
     assert snapshot(from_store) == snapshot(from_changelog) == snapshot(live)
+
+
+def test_closed_windows_keep_only_the_size_of_their_sets_and_are_restored_so(tmp_path: Path) -> None:
+    """A final window can gain no on-time event, so it keeps its distinct counts and drops the members
+    (a window is kept an hour after it closes, to count late events). Restored from a checkpoint and
+    its tail, from a checkpoint alone, or from the whole changelog, it has the same counts and no members."""
+    silver = silver_rows("orders", 2_000, seed=31)
+    last_event = max(int(t.timestamp() * 1000) for t in silver["event_time"].to_pylist())
+    con = connect()
+    live = PartitionWindows(CONTRACT, silver_partitions=1)
+    changelog: list[tuple[bytes, bytes | None]] = []
+    early, late = WindowStore(tmp_path / "early"), WindowStore(tmp_path / "late")
+    batches = [(silver.slice(0, 500), None), (silver.slice(500, 500), None), (silver.slice(1_000, 500), None),
+               (silver.slice(0, 0), last_event + 15 * 60_000),  # past every minute window's end and grace
+               (silver.slice(1_500, 500), last_event + 15 * 60_000)]  # late for the closed windows
+    for revision, (batch, watermark) in enumerate(batches):
+        rows = aggregate(live, con, batch, revision, changelog, watermark)
+        for store in (early, late) if revision <= 1 else (late,):
+            store.write("orders", 0, rows, checkpoint=len(changelog) - 1)
+    for store in (early, late):
+        store.close("orders", 0)
+    closed = {key: w for key, w in live.windows.items() if w.final}
+    assert closed and all(not w.sets and w.closed_counts["orders"] > 0 for w in closed.values())
+    assert sum(w.late_events for w in closed.values()) > 0
+
+    from_tail = PartitionWindows(CONTRACT, silver_partitions=1)
+    checkpoint = WindowStore(tmp_path / "early").load("orders", 0, from_tail)
+    assert checkpoint is not None
+    for delta_key, value in changelog[checkpoint + 1:]:
+        apply_delta(from_tail, delta_key, value)
+    from_checkpoint = PartitionWindows(CONTRACT, silver_partitions=1)
+    assert WindowStore(tmp_path / "late").load("orders", 0, from_checkpoint) == len(changelog) - 1
+    for delta_key, value in changelog[:checkpoint + 1]:  # deltas from before the windows closed, applied again
+        apply_delta(from_checkpoint, delta_key, value)
+    for delta_key, value in changelog[checkpoint + 1:]:
+        apply_delta(from_checkpoint, delta_key, value)
+    from_changelog = PartitionWindows(CONTRACT, silver_partitions=1)
+    for delta_key, value in changelog:
+        apply_delta(from_changelog, delta_key, value)
+    for restored in (from_tail, from_checkpoint, from_changelog):
+        assert snapshot(restored) == snapshot(live)
+        assert all(not restored.windows[key].sets for key in closed)
 
 
 def test_a_checkpoint_costs_what_its_batch_changed_not_what_the_windows_hold(tmp_path: Path) -> None:

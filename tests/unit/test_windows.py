@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 import duckdb
 import pyarrow as pa
 import pytest
+import yaml
 
-from archlab.contract import load_contract
+from archlab.contract import Contract, load_contract
 from archlab.core.settings import PROJECT_ROOT
 from archlab.ingest.generators import DirtyRates, make_generator
 from archlab.kafka.clients import partition_for
@@ -187,3 +188,29 @@ def test_a_window_opened_after_the_last_closing_pass_still_closes_on_time() -> N
     assert finals and set(finals) == {first, first + 1}
     assert all(final for minute, final in finals.items() if minute == first)
     assert not any(final for minute, final in finals.items() if minute == first + 1)
+
+
+def test_a_distinct_count_of_an_optional_field_is_zero_while_no_event_has_it() -> None:
+    """``list(…) FILTER (… IS NOT NULL)`` over no row is NULL, not an empty list."""
+    raw = yaml.safe_load((CONTRACTS / "orders.yaml").read_text())
+    raw["aggregates"] = [{"name": "coupons_1m", "window": "1m", "grace": "10m",
+                          "measures": [{"name": "coupons", "fn": "count_distinct", "field": "coupon_code"},
+                                       {"name": "lines", "fn": "count"}]}]
+    contract = Contract.model_validate(raw)
+    silver = silver_rows("orders", 400, seed=4)
+    coupons = silver["coupon_code"].to_pylist()
+    without, with_coupon = (silver.filter(pa.array([(c is None) == wanted for c in coupons])) for wanted in (True, False))
+    assert without.num_rows and with_coupon.num_rows
+    windows = PartitionWindows(contract, silver_partitions=1)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    for revision, batch in enumerate((without, with_coupon)):
+        windows.apply(con, batch.append_column("_watermark", pa.nulls(batch.num_rows, pa.int64())), revision)
+        if revision == 0:
+            assert {windows.gold_value(k, w)["coupons"] for k, w in windows.windows.items()} == {0}
+    counted = sum(windows.gold_value(k, w)["lines"] for k, w in windows.windows.items())
+    distinct = sum(windows.gold_value(k, w)["coupons"] for k, w in windows.windows.items())
+    assert counted == silver.num_rows
+    expected = {(iso_ms(int(t.timestamp() * 1000) // 60_000 * 60_000), c) for t, c in
+                zip(with_coupon["event_time"].to_pylist(), with_coupon["coupon_code"].to_pylist(), strict=True)}
+    assert distinct == len(expected)

@@ -66,11 +66,15 @@ def apply_delta(windows: PartitionWindows, delta_key: bytes, value: bytes | None
         return key
     state = orjson.loads(value)
     window = windows.windows.setdefault(key, Window())
+    closed = window.final  # final for good, its sets only sizes now: a delta applied again adds no member
     window.events, window.late_events = state["events"], state["late_events"]
-    window.final, window.revision = state["final"], state["revision"]
+    window.final, window.revision = state["final"] or closed, state["revision"]
     window.values = windows.plans[key[0]].load_values(state["values"])
-    for measure, members in state["new"].items():
-        window.sets.setdefault(measure, set()).update(members)
+    if not closed:
+        for measure, members in state["new"].items():
+            window.sets.setdefault(measure, set()).update(members)
+        if window.final:
+            window.close()
     if delta_key not in window.deltas:
         window.deltas.append(delta_key)
     return key
@@ -197,6 +201,9 @@ class WindowStore:
             for measure, members in orjson.loads(value)["new"].items():
                 window.sets.setdefault(measure, set()).update(members)
             window.deltas.append(delta_key)
+        for window in windows.windows.values():
+            if window.final:
+                window.close()  # its members were needed only to count them
         return None if checkpoint is None else int(checkpoint)
 
     def write(self, dataset: str, partition: int, rows: CheckpointRows, checkpoint: int) -> None:

@@ -4,7 +4,8 @@ Pure computation, no Kafka: :mod:`archlab.pipeline.gold.stages` feeds it batches
 
 A batch is aggregated per window and group in one DuckDB query per aggregate (the *partials*),
 then the partials are merged into the open windows. Every merge is exact: integer counts, sums of
-decimals as :class:`~decimal.Decimal`, ``count_distinct`` as the set of values seen. Whether an
+decimals as :class:`~decimal.Decimal`, ``count_distinct`` as the set of values seen (while the window
+is open; once it is final only their number). Whether an
 event is too late is decided per event, with the watermark as it stood when that event was read,
 so the result depends on the order of the input log only, never on how it was cut into batches.
 """
@@ -43,8 +44,22 @@ class Window:
     final: bool = False
     revision: int = 0
     values: dict[str, Any] = field(default_factory=dict)  # measure -> number, or [sum, count] for avg
-    sets: dict[str, set[Any]] = field(default_factory=dict)  # count_distinct measure -> values seen
+    sets: dict[str, set[Any]] = field(default_factory=dict)  # count_distinct measure -> values seen, while open
+    closed_counts: dict[str, int] = field(default_factory=dict)  # count_distinct measure -> values, once final
     deltas: list[bytes] = field(default_factory=list)  # changelog keys that hold this window
+
+    def close(self) -> None:
+        """Final: the watermark passed its end and grace, so every event that reaches it from now on is
+        late and left out. Its sets can never grow again; only their sizes are kept. (A window is kept an
+        hour after it closes, to count its late events: with its sets, a busy stream's hour of ids.)"""
+        self.final = True
+        for measure, values in self.sets.items():
+            self.closed_counts[measure] = len(values)
+        self.sets = {}
+
+    def distinct(self, measure: str) -> int:
+        values = self.sets.get(measure)
+        return len(values) if values is not None else self.closed_counts.get(measure, 0)
 
 
 @dataclass(slots=True)
@@ -76,7 +91,9 @@ class AggregatePlan:
             elif m.fn == "count_if":
                 columns.append(f"count(*) FILTER (WHERE {on_time} AND ({m.condition}))")
             elif m.fn == "count_distinct":
-                columns.append(f"list(DISTINCT {column}) FILTER (WHERE {on_time} AND {column} IS NOT NULL)")
+                # not list(DISTINCT …): a distinct aggregate sets up a hash table of its own per query,
+                # a fixed ~0.6 ms each that a small batch felt (4.2 -> 3.0 ms for orders' first aggregate)
+                columns.append(f"list_distinct(list({column}) FILTER (WHERE {on_time} AND {column} IS NOT NULL))")
             elif m.fn == "avg":
                 columns.append(f"sum({column}) FILTER (WHERE {on_time})")
                 columns.append(f"count({column}) FILTER (WHERE {on_time})")
@@ -108,7 +125,7 @@ class AggregatePlan:
                 window.values[m.name] = window.values.get(m.name, 0) + next(values)
             elif m.fn == "count_distinct":
                 seen = window.sets.setdefault(m.name, set())
-                new = [v for v in next(values) if v not in seen]
+                new = [v for v in next(values) or () if v not in seen]  # NULL: none of the events has the field
                 seen.update(new)
                 if new:
                     change.new_members[m.name] = new
@@ -129,7 +146,7 @@ class AggregatePlan:
         out: dict[str, Any] = {}
         for m in self.aggregate.measures:
             if m.fn == "count_distinct":
-                out[m.name] = len(window.sets.get(m.name, ()))
+                out[m.name] = window.distinct(m.name)
             elif m.fn in ("count", "count_if"):
                 out[m.name] = window.values.get(m.name, 0)
             elif m.fn == "avg":
@@ -275,7 +292,7 @@ class PartitionWindows:
             else:
                 next_due = min(next_due, end + retention_ms + grace_ms)
             if end <= closed_at and not window.final:
-                window.final = True
+                window.close()
                 outcome.touched.setdefault(key, (window, Change()))
         self._next_due = next_due
 
