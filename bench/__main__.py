@@ -37,6 +37,8 @@ def run(
     name: Annotated[str, typer.Argument(help=f"one of {', '.join([*BENCHMARKS, *ON_DEMAND])}, services, or all")] = "pipeline",
     events: Annotated[int | None, typer.Option(help="events to send (default: the benchmark's own)")] = None,
     freshness_seconds: Annotated[float, typer.Option(help="pipeline: length of the freshness phase (0: none)")] = 60.0,
+    freshness_rate: Annotated[float, typer.Option(help="pipeline: events/s of the freshness phase, e.g. the demo's "
+                                                  "200 (0: half the measured end-to-end rate)")] = 0.0,
     peer: Annotated[bool, typer.Option(help="pipeline: run the Quix Streams peer")] = True,
     topology: Annotated[bool, typer.Option(help="pipeline: run the identity topology (the topology's own limit)")] = True,
     steady_case: Annotated[bool, typer.Option("--steady", help="pipeline: the whole system at the demo rate "
@@ -51,7 +53,8 @@ def run(
         return
     chosen = {"all": BENCHMARKS, "services": SERVICES}.get(name) or {name: {**BENCHMARKS, **ON_DEMAND}[name]}
     for key, bench in chosen.items():
-        options = {"freshness_s": freshness_seconds, "peer": peer, "topology": topology} if key == "pipeline" else {}
+        options = ({"freshness_s": freshness_seconds, "peer": peer, "topology": topology,
+                    "freshness_rate": freshness_rate} if key == "pipeline" else {})
         bench(events, **options) if events else bench(**options)
 
 

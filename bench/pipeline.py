@@ -328,7 +328,8 @@ async def _peer(settings: Settings, lag: Lag, raw: str, folder: Path, logs: Path
         del procs.watched["quix_peer"]
 
 
-async def measure(events: int, freshness_s: float, peer: bool, topology: bool = True) -> dict[str, object]:
+async def measure(events: int, freshness_s: float, peer: bool, topology: bool = True,
+                  freshness_rate: float = 0.0) -> dict[str, object]:
     load_before = load_average()
     with throwaway_stack() as (_, settings), tempfile.TemporaryDirectory(prefix="lab-bench-pipeline-") as tmp:
         folder = Path(tmp)
@@ -457,11 +458,11 @@ async def measure(events: int, freshness_s: float, peer: bool, topology: bool = 
                                    "ratio_end_to_end_to_peer": round(e2e / peer_rate, 2),
                                    "peak_rss_mb[quix_peer]": round(peer_rss / 2**20)})
 
-                # 5. freshness at half the end-to-end rate
+                # 5. freshness at half the end-to-end rate (or the rate asked for)
                 if freshness_s > 0:
                     phases["freshness"] = time.perf_counter() - origin
                     cpu_before, fresh_started = procs.cpu(), time.perf_counter()
-                    result.update(await freshness(settings, dataset, api, e2e / 2, freshness_s))
+                    result.update(await freshness(settings, dataset, api, freshness_rate or e2e / 2, freshness_s))
                     fresh_s, cpu_after = time.perf_counter() - fresh_started, procs.cpu()
                     for name in cpu_after:  # the bench's own share: the paced producer and the marker tracer
                         used = cpu_after[name] - cpu_before.get(name, 0.0)
@@ -512,8 +513,9 @@ def _plot(series: list[tuple[float, dict[str, int]]], phases: dict[str, float]) 
     plt.close(fig)
 
 
-def main(events: int = 1_000_000, freshness_s: float = 60.0, peer: bool = True, topology: bool = True) -> None:
-    result = asyncio.run(measure(events, freshness_s, peer, topology))
+def main(events: int = 1_000_000, freshness_s: float = 60.0, peer: bool = True, topology: bool = True,
+         freshness_rate: float = 0.0) -> None:
+    result = asyncio.run(measure(events, freshness_s, peer, topology, freshness_rate))
     report("pipeline", "End-to-end: raw -> silver -> gold, freshness through the API, limit and peer", result,
            summary=targets.table(result, "pipeline"))
     history.append(result, "pipeline")
