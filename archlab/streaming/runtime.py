@@ -217,6 +217,16 @@ class ConsumerStage(ABC):
             ASSIGNED_PARTITIONS.labels(self.group_id, topic).set(owned[topic])
 
 
+def _fetch_min_bytes(settings: Settings, topics: Collection[str]) -> int:
+    """What a stage's fetch waits for, up to the batch deadline. Raw topics are written a record at a time
+    by any producer: their readers batch by size. Every other topic is written by a stage, a transaction
+    (a batch) at a time, so its readers take each transaction as it commits. A minimum there cost speed:
+    aiokafka keeps one fetch in flight per broker and leaves out the partitions whose records are still
+    buffered, so with the data in one partition (gold's current time bucket) the next fetch asked only the
+    quiet ones and waited out the deadline (`bench gold`: 32,487 events/s with 0.5 s, 20,371 with 1 s)."""
+    return settings.batch_min_bytes if any(names.kind_of(topic) is names.TopicKind.RAW for topic in topics) else 1
+
+
 async def run_stage(
     settings: Settings,
     make: Callable[[AIOKafkaConsumer, AIOKafkaProducer | None], ConsumerStage],
@@ -238,7 +248,7 @@ async def run_stage(
                                      transaction_timeout_ms=TRANSACTION_TIMEOUT_MS)
             await producer.start()  # fences a dead predecessor with the same id, aborting its open transaction
             clients.push_async_callback(producer.stop)
-        consumer = make_consumer(settings, group_id=group, fetch_min_bytes=settings.batch_min_bytes,
+        consumer = make_consumer(settings, group_id=group, fetch_min_bytes=_fetch_min_bytes(settings, topics),
                                  fetch_max_wait_ms=settings.batch_wait_ms, **consumer_options)
         stage = make(consumer, producer)
         consumer.subscribe(topics, listener=stage.listener)

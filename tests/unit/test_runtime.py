@@ -15,7 +15,8 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import REGISTRY, start_http_server
 
 from archlab.streaming.readiness import owns_partitions
-from archlab.streaming.runtime import ASSIGNED_PARTITIONS, ConsumerStage
+from archlab.core.settings import Settings
+from archlab.streaming.runtime import ASSIGNED_PARTITIONS, ConsumerStage, _fetch_min_bytes
 from archlab.streaming.transactional import Fetched, TransactionalProcessor
 
 TOPIC = "shop.raw"
@@ -163,3 +164,12 @@ def test_readiness_is_read_from_the_metrics_endpoint_and_is_false_while_nothing_
         server.shutdown()
         thread.join()
     assert not owns_partitions(port, r"\.gold-shuffle")  # a service not (or no longer) answering
+
+
+def test_only_stages_reading_raw_topics_wait_for_a_minimum_of_bytes() -> None:
+    """Raw topics are written a record at a time; every other topic a transaction at a time, which its
+    readers take as it commits (a minimum made a skewed backlog wait out the deadline on every fetch)."""
+    settings = Settings(s3_access_key="k", s3_secret_key="s", batch_min_bytes=4096)  # type: ignore[arg-type]
+    assert _fetch_min_bytes(settings, ["orders.raw", "sensors.raw"]) == 4096
+    assert _fetch_min_bytes(settings, ["orders.silver", "sensors.silver"]) == 1
+    assert _fetch_min_bytes(settings, ["orders.gold-shuffle"]) == 1

@@ -111,8 +111,9 @@ class TopicFollower:
         self.caught_up = asyncio.Event()
 
     async def run(self) -> None:
+        # A fetch returns as soon as a record is committed; the wait only spaces out idle fetches.
         consumer = make_consumer(self._settings, group_id=None, isolation_level="read_committed",
-                                 fetch_max_wait_ms=100)
+                                 fetch_max_wait_ms=500)
         await consumer.start()
         try:
             partitions: list[TopicPartition] = []
