@@ -29,6 +29,9 @@ from archlab.kafka.clients import KeyedBatchSender, make_producer
 log = structlog.get_logger(__name__)
 
 FLUSH_EVERY = 20_000  # records between waits for broker acknowledgements: bounds memory and loss on error
+SENDS_PER_SECOND = 4
+"""A paced stream ships what it generated this many times a second. Each send is a request to the broker;
+the stages reading raw topics take a batch once a second when the stream is quiet (``LAB_BATCH_WAIT_MS``)."""
 Progress = Callable[[int], None]
 
 
@@ -89,7 +92,7 @@ async def produce_synthetic(
                                contracts_dir=settings.contracts_dir, seasonal=until is not None, until=until,
                                shape=shape)
     deadline = time.monotonic() + duration if duration > 0 else float("inf")
-    chunk = max(1, min(5_000, int(rate / 10))) if rate > 0 else 5_000
+    chunk = max(1, min(5_000, int(rate / SENDS_PER_SECOND))) if rate > 0 else 5_000
 
     def batches() -> Iterator[list[tuple[bytes | None, bytes, tuple[tuple[str, bytes], ...]]]]:
         sent = 0
