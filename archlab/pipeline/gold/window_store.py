@@ -71,8 +71,7 @@ def apply_delta(windows: PartitionWindows, delta_key: bytes, value: bytes | None
     window.final, window.revision = state["final"] or closed, state["revision"]
     window.values = windows.plans[key[0]].load_values(state["values"])
     if not closed:
-        for measure, members in state["new"].items():
-            window.sets.setdefault(measure, set()).update(members)
+        window.add_members(state["new"])
         if window.final:
             window.close()
     if delta_key not in window.deltas:
@@ -198,8 +197,7 @@ class WindowStore:
             window = windows.windows.get(parse_window_key(delta_key.rsplit(b"@", 1)[0]))
             if window is None:  # written by a restore cut short, before its window's row: the tail has it
                 continue
-            for measure, members in orjson.loads(value)["new"].items():
-                window.sets.setdefault(measure, set()).update(members)
+            window.add_members(orjson.loads(value)["new"])
             window.deltas.append(delta_key)
         for window in windows.windows.values():
             if window.final:

@@ -57,6 +57,12 @@ class Window:
             self.closed_counts[measure] = len(values)
         self.sets = {}
 
+    def add_members(self, new: dict[str, list[Any]]) -> None:
+        """Restore the set members a changelog delta says a batch added (a union: a delta applied twice
+        adds nothing)."""
+        for measure, members in new.items():
+            self.sets.setdefault(measure, set()).update(members)
+
     def distinct(self, measure: str) -> int:
         values = self.sets.get(measure)
         return len(values) if values is not None else self.closed_counts.get(measure, 0)
@@ -78,7 +84,7 @@ class AggregatePlan:
         self.window_ms, self.grace_ms, self.retention_ms = aggregate.window_ms, aggregate.grace_ms, aggregate.retention_ms
         self.types = dict(contract.silver_types())
         self.inputs = [m for m in aggregate.measures if m.fn != "ratio"]
-        window = aggregate.window_ms
+        window = self.window_ms
         on_time = "NOT _late"
         columns = [
             f"count(*) FILTER (WHERE {on_time}) AS _events",
@@ -104,7 +110,7 @@ class AggregatePlan:
             f"SELECT _start{''.join(', ' + d for d in dims)}, {', '.join(columns)} FROM ("
             f"SELECT *, epoch_ms({quote(contract.event_time)}) // {window} * {window} AS _start, "
             f"coalesce(epoch_ms({quote(contract.event_time)}) // {window} * {window} + {window} "
-            f"<= _watermark - {aggregate.grace_ms}, false) AS _late FROM batch) "
+            f"<= _watermark - {self.grace_ms}, false) AS _late FROM batch) "
             f"GROUP BY ALL ORDER BY ALL"
         )
 
