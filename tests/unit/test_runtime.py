@@ -14,8 +14,8 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import REGISTRY, start_http_server
 
-from archlab.streaming.readiness import owns_partitions
 from archlab.core.settings import Settings
+from archlab.streaming.readiness import owns_partitions
 from archlab.streaming.runtime import ASSIGNED_PARTITIONS, ConsumerStage, _fetch_min_bytes
 from archlab.streaming.transactional import Fetched, TransactionalProcessor
 
