@@ -22,6 +22,7 @@ import duckdb
 import pyarrow as pa
 
 from archlab.contract import Aggregate, Contract, Measure, base_type, quote
+from archlab.pipeline.gold.distinct import DistinctValues
 
 WindowKey = tuple[str, int, tuple[Any, ...]]  # aggregate, window start (epoch ms), dimension values
 
@@ -44,7 +45,7 @@ class Window:
     final: bool = False
     revision: int = 0
     values: dict[str, Any] = field(default_factory=dict)  # measure -> number, or [sum, count] for avg
-    sets: dict[str, set[Any]] = field(default_factory=dict)  # count_distinct measure -> values seen, while open
+    sets: dict[str, DistinctValues] = field(default_factory=dict)  # count_distinct measure -> values seen, while open
     closed_counts: dict[str, int] = field(default_factory=dict)  # count_distinct measure -> values, once final
     deltas: list[bytes] = field(default_factory=list)  # changelog keys that hold this window
 
@@ -61,7 +62,14 @@ class Window:
         """Restore the set members a changelog delta says a batch added (a union: a delta applied twice
         adds nothing)."""
         for measure, members in new.items():
-            self.sets.setdefault(measure, set()).update(members)
+            self.values_seen(measure).add_new(members)
+
+    def values_seen(self, measure: str) -> DistinctValues:
+        """The set of an open window's ``count_distinct`` measure, created empty on first use."""
+        seen = self.sets.get(measure)
+        if seen is None:
+            seen = self.sets[measure] = DistinctValues()
+        return seen
 
     def distinct(self, measure: str) -> int:
         values = self.sets.get(measure)
@@ -130,9 +138,7 @@ class AggregatePlan:
             if m.fn in ("count", "count_if"):
                 window.values[m.name] = window.values.get(m.name, 0) + next(values)
             elif m.fn == "count_distinct":
-                seen = window.sets.setdefault(m.name, set())
-                new = [v for v in next(values) or () if v not in seen]  # NULL: none of the events has the field
-                seen.update(new)
+                new = window.values_seen(m.name).add_new(next(values) or [])  # NULL: none of the events has the field
                 if new:
                     change.new_members[m.name] = new
             elif m.fn == "avg":
