@@ -71,6 +71,10 @@ class LakeSettings(LabSettings):
                                "reader may hold a snapshot (0 is unsafe under readers)")
     history_retention_h: int = Field(
         168, ge=1, description="Hours of table history (log entries, time travel) kept before cleanup")
+    target_file_mb: int = Field(
+        32, ge=1, description="Size compaction makes a table's files (the table property delta.targetFileSize): "
+                              "a file this large is never rewritten, so a compaction holds at most about this much "
+                              "compressed data in memory")
 
     @property
     def storage_options(self) -> dict[str, object]:

@@ -61,15 +61,17 @@ class MaintenancePolicy:
     checkpoint_every: int
     vacuum_retention_h: int
     history_retention_h: int
+    target_file_mb: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MaintenancePolicy:
         return cls(quiet_s=settings.compact_quiet_s, min_files=settings.compact_min_files,
                    checkpoint_every=settings.checkpoint_every, vacuum_retention_h=settings.vacuum_retention_h,
-                   history_retention_h=settings.history_retention_h)
+                   history_retention_h=settings.history_retention_h, target_file_mb=settings.target_file_mb)
 
     def table_properties(self) -> dict[str, str]:
-        return table_properties(self.checkpoint_every, self.vacuum_retention_h, self.history_retention_h)
+        return table_properties(self.checkpoint_every, self.vacuum_retention_h, self.history_retention_h,
+                                self.target_file_mb)
 
 
 @dataclass(frozen=True, slots=True)

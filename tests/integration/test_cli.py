@@ -93,7 +93,8 @@ async def test_tables_and_history_read_the_delta_log(settings: Settings) -> None
     assert lake_tables(tables, [dataset]) == [silver, gold]
     files_before = table_stats(tables, "silver", dataset).files
     compacted = maintain(tables, silver, MaintenancePolicy(quiet_s=0, min_files=100, checkpoint_every=100,
-                                                           vacuum_retention_h=168, history_retention_h=168))
+                                                           vacuum_retention_h=168, history_retention_h=168,
+                                                           target_file_mb=32))
     assert compacted is not None and (compacted.files_before, compacted.files_after) == (files_before, 2)
 
     done = await asyncio.to_thread(lab, "tables", "--json", LAB_DATASETS=dataset)

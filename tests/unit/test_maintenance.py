@@ -4,6 +4,8 @@ loop that survives conflicts and failures."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import random
 import time
 from datetime import date
 from pathlib import Path
@@ -21,7 +23,7 @@ from archlab.lake.tables import Landed, Tables
 
 SCHEMA = pa.schema([("offset", pa.int64()), ("dt", pa.date32())])
 POLICY = MaintenancePolicy(quiet_s=60, min_files=5, checkpoint_every=10, vacuum_retention_h=168,
-                           history_retention_h=168)
+                           history_retention_h=168, target_file_mb=32)
 LATER_MS = (time.time() + 3600) * 1000  # an hour from now: every partition written so far is closed
 
 
@@ -75,6 +77,27 @@ def test_closed_partitions_become_one_file_and_open_ones_wait_for_enough_files(t
     assert metric(path, "compact") == 1 and metric(path, "vacuum") == 2
 
 
+def test_a_file_of_the_target_size_is_never_read_and_rewritten_again(tables: Tables) -> None:
+    """LAB_TARGET_FILE_MB (delta.targetFileSize): compaction merges the small files beside a large one and
+    leaves the large one alone, so a busy partition's compaction does not hold all of it in memory."""
+    path, day = "bronze/busy", date(2024, 1, 1)
+    policy = dataclasses.replace(POLICY, target_file_mb=1)
+    table = tables.ensure(path, SCHEMA, ("dt",))
+    noise = random.Random(3)
+    rows = 200_000  # random int64s: ~1.6 MB that no encoding shrinks, above the 1 MiB target
+    tables.append(table, pa.table({"offset": [noise.getrandbits(62) for _ in range(rows)], "dt": [day] * rows},
+                                  schema=SCHEMA), [Landed("test:big", 1)])
+    (large,) = tables.open(path).file_uris()
+    for start in range(0, 50, 10):
+        append(tables, path, range(start, start + 10), day)
+    before = offsets(tables, path)
+
+    report = maintain(tables, path, policy, now_ms=LATER_MS)
+    assert report is not None and (report.files_before, report.files_after) == (6, 2)
+    assert large in tables.open(path).file_uris()
+    assert offsets(tables, path) == before
+
+
 def test_an_open_partition_or_unpartitioned_table_is_compacted_at_min_files(tables: Tables) -> None:
     partitioned, flat = "silver/open", "gold/flat/totals"
     for start in range(0, POLICY.min_files * 10, 10):
@@ -107,7 +130,7 @@ def test_vacuum_deletes_removed_files_after_the_retention_and_checkpoints(tables
         append(tables, path, range(start, start + 10), date(2024, 1, 1))
     folder = tmp_path / path / "dt=2024-01-01"
     assert len(list(folder.glob("*.parquet"))) == 4
-    report = maintain(tables, path, MaintenancePolicy(60, 5, 1000, vacuum_retention_h=0, history_retention_h=24),
+    report = maintain(tables, path, MaintenancePolicy(60, 5, 1000, vacuum_retention_h=0, history_retention_h=24, target_file_mb=32),
                       now_ms=LATER_MS)
     assert report is not None and report.files_after == 1 and report.vacuumed_files == 4 and report.checkpoint
     assert len(list(folder.glob("*.parquet"))) == 1
@@ -115,7 +138,8 @@ def test_vacuum_deletes_removed_files_after_the_retention_and_checkpoints(tables
     assert table is not None
     assert table.metadata().configuration == {"delta.logRetentionDuration": "interval 1 days",
                                               "delta.deletedFileRetentionDuration": "interval 0 hours",
-                                              "delta.checkpointInterval": "1000"}
+                                              "delta.checkpointInterval": "1000",
+                                              "delta.targetFileSize": str(32 * 1024 * 1024)}
     assert maintenance._last_checkpoint(tables, path) == table.version()
     assert offsets(tables, path) == list(range(40))
 
@@ -125,7 +149,8 @@ def test_a_checkpoint_every_so_many_versions(tables: Tables) -> None:
     as they commit: an exactly-once check then replays a few commits, not the whole log since creation."""
     path = "silver/checkpoints"
     append(tables, path, range(0, 10), date(2024, 1, 1))
-    policy = MaintenancePolicy(60, 1000, checkpoint_every=5, vacuum_retention_h=168, history_retention_h=168)
+    policy = MaintenancePolicy(60, 1000, checkpoint_every=5, vacuum_retention_h=168, history_retention_h=168,
+                               target_file_mb=32)
     maintain(tables, path, policy)
     assert maintenance._last_checkpoint(tables, path) == -1  # versions 0-2: too few
     for start in range(10, 130, 10):

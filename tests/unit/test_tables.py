@@ -38,12 +38,14 @@ def test_a_table_is_created_with_the_configured_properties(tmp_path: Path) -> No
     """LAB_CHECKPOINT_EVERY and the retentions hold from a table's first commit, not from the first
     maintenance pass."""
     settings = LakeSettings(s3_access_key="k", s3_secret_key="s", checkpoint_every=7, vacuum_retention_h=36,
-                            history_retention_h=48)
-    properties = table_properties(settings.checkpoint_every, settings.vacuum_retention_h, settings.history_retention_h)
+                            history_retention_h=48, target_file_mb=16)
+    properties = table_properties(settings.checkpoint_every, settings.vacuum_retention_h, settings.history_retention_h,
+                                  settings.target_file_mb)
     table = Tables(Lake.local(tmp_path), None, properties).ensure("silver/t", SCHEMA)
     assert table.metadata().configuration == {"delta.checkpointInterval": "7",
                                               "delta.deletedFileRetentionDuration": "interval 36 hours",
-                                              "delta.logRetentionDuration": "interval 2 days"}
+                                              "delta.logRetentionDuration": "interval 2 days",
+                                              "delta.targetFileSize": str(16 * 1024 * 1024)}
 
 
 def test_merge_keeps_one_current_row_per_key_null_dimensions_included(tables: Tables) -> None:
