@@ -73,8 +73,8 @@ class LakeSettings(LabSettings):
         168, ge=1, description="Hours of table history (log entries, time travel) kept before cleanup")
     target_file_mb: int = Field(
         32, ge=1, description="Size compaction makes a table's files (the table property delta.targetFileSize): "
-                              "a file this large is never rewritten, so a compaction holds at most about this much "
-                              "compressed data in memory")
+                              "a file this large is never read and rewritten again, so a compaction's memory stays "
+                              "bounded however much a partition holds")
 
     @property
     def storage_options(self) -> dict[str, object]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -18,6 +19,13 @@ SMALL = 64  # the threshold these tests run with, so that merges happen after a 
 @pytest.fixture(autouse=True)
 def _compact_early(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(distinct, "COMPACT_AT", SMALL)
+
+
+def of(values: Iterable[Any]) -> DistinctValues:
+    """A DistinctValues holding ``values``."""
+    held = DistinctValues()
+    held.add_new(list(dict.fromkeys(values)))
+    return held
 
 
 def feed(batches: list[list[Any]]) -> DistinctValues:
@@ -50,7 +58,7 @@ def test_integers_past_many_merges_stay_exact() -> None:
 def test_values_differing_only_in_trailing_nuls_or_length_are_distinct() -> None:
     """NumPy's fixed-width bytes drop trailing NULs and are as wide as their longest value."""
     filler = [f"f{i}" for i in range(SMALL + 1)]  # enough to move the values into the sorted array
-    values = DistinctValues([*filler, "a", ""])
+    values = of([*filler, "a", ""])
     assert values.add_new(["a\x00", "a", "", "a\x00\x00", "a" * 500, "é"]) == ["a\x00", "a\x00\x00", "a" * 500, "é"]
     assert values.add_new([*filler, "a" * 500, "a" * 499]) == ["a" * 499]
     assert len(values) == SMALL + 1 + 2 + 5
@@ -58,7 +66,7 @@ def test_values_differing_only_in_trailing_nuls_or_length_are_distinct() -> None
 
 
 def test_values_of_another_type_are_never_confused_with_the_compacted_ones() -> None:
-    values = DistinctValues([str(i) for i in range(SMALL + 1)])
+    values = of([str(i) for i in range(SMALL + 1)])
     assert values.add_new([1, "1", 2.5]) == [1, 2.5]
     assert values.add_new([1, 2.5, "1"]) == []
 
@@ -68,9 +76,9 @@ def test_equal_when_holding_the_same_values_however_stored() -> None:
     one_by_one = DistinctValues()
     for value in values:
         one_by_one.add_new([value])
-    assert one_by_one == DistinctValues(reversed(values))
-    assert one_by_one != DistinctValues(values[:-1])
-    assert one_by_one != DistinctValues([*values[:-1], "other"])
+    assert one_by_one == of(reversed(values))
+    assert one_by_one != of(values[:-1])
+    assert one_by_one != of([*values[:-1], "other"])
 
 
 @settings(max_examples=60, deadline=None)
@@ -80,13 +88,13 @@ def test_any_strings_in_any_batches(batches: list[list[str]]) -> None:
 
 
 def test_integers_beyond_64_bits_beside_compacted_ones() -> None:
-    values = DistinctValues(range(SMALL + 1))
+    values = of(range(SMALL + 1))
     assert values._sorted is not None
     assert values.add_new([2**70, 5, -(2**64), SMALL + 7]) == [2**70, -(2**64), SMALL + 7]
     assert values.add_new([5, 2**70]) == [] and len(values) == SMALL + 4
 
 
 def test_a_set_that_cannot_be_compacted_stays_a_python_set() -> None:
-    values = DistinctValues([2**70 + i for i in range(SMALL + 1)])
+    values = of([2**70 + i for i in range(SMALL + 1)])
     assert values._sorted is None and values._merge_at == float("inf")
     assert values.add_new([2**70, 2**71]) == [2**71] and len(values) == SMALL + 2

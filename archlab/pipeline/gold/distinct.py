@@ -12,7 +12,6 @@ values of other types (rare in a distinct count, and few) stay in the Python set
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -33,12 +32,10 @@ class DistinctValues:
 
     __slots__ = ("_recent", "_sorted", "_merge_at")
 
-    def __init__(self, values: Iterable[Any] = ()) -> None:
+    def __init__(self) -> None:
         self._recent: set[Any] = set()
         self._sorted: np.ndarray | None = None  # the values merged so far, sorted; None while few
         self._merge_at: float = COMPACT_AT  # size of the Python set that triggers a merge
-        if values:
-            self.add_new(list(dict.fromkeys(values)))
 
     def __len__(self) -> int:
         return len(self._recent) + (0 if self._sorted is None else len(self._sorted))
@@ -109,7 +106,7 @@ class DistinctValues:
         kind = None if self._sorted is None else self._sorted.dtype.kind
         incoming = _array(recent, kind)
         if incoming is None:  # not strings or integers of 64 bits, or not all of the array's type
-            self._merge_at = math.inf  # stays a Python set from now on
+            self._merge_at = math.inf  # new values stay in the Python set from now on
             return
         incoming.sort()
         merged = self._sorted
@@ -123,6 +120,7 @@ class DistinctValues:
 
 
 def _found(merged: np.ndarray, probe: np.ndarray) -> np.ndarray:
+    """Which of ``probe`` (of ``merged``'s dtype) the sorted array ``merged`` holds."""
     at = np.minimum(np.searchsorted(merged, probe), len(merged) - 1)
     return merged[at] == probe
 
